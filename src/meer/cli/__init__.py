@@ -1,0 +1,53 @@
+"""The ``meer`` command line: each sub-command lives in its own module of this package.
+
+A command module defines ``register(subparsers)``, which adds its parser and sets
+``func`` to a function ``(args) -> int``. Expected mistakes raise ``MeerError`` (or
+``ValueError`` / ``FileNotFoundError``) and become a one-line message and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+COMMANDS = ["demo", "train"]  # module names under meer.cli
+
+
+class MeerError(Exception):
+    """A user-facing error: printed as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from meer import __version__
+
+    parser = argparse.ArgumentParser(prog="meer", description="Masked face recognition (MEER).")
+    parser.add_argument("--version", action="version", version=f"meer {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"meer.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except (MeerError, ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError) as err:
+        print(f"meer {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"meer {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,345 @@
+"""Typed configuration: dataclasses are the schema, YAML files hold the values.
+
+A YAML file may name a ``base:`` (a path relative to it, or a built-in config name) and
+list only what differs. Several files can be layered (``--config tiny --config
+systems/arcface-maskaug``) and single values overridden (``--set optim.lr=0.05``).
+Unknown keys and wrong types are errors with the offending key in the message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+BACKBONES = ("iresnet18", "iresnet34", "iresnet50", "iresnet100")
+MODULE_GROUPS = ("backbone", "decouple", "centres", "generator", "discriminator")
+LOSS_GROUPS = ("recognition", "synthesis", "feedback")
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "iresnet50"
+    width: float = 1.0  # channel multiplier of the IResNet (1.0 = 64/128/256/512)
+    input_size: int = 112
+    embedding_dim: int = 512
+    dropout: float = 0.0
+    decouple: bool = True  # the mask decoupling module; False gives a plain ArcFace network
+    decouple_prev: bool = True  # occlusion head also reads the feature map before the last
+    attention_reduction: int = 8
+    num_mask_types: int = 4  # none / surgical / n95 / cloth
+    generator: bool = True
+    generator_width: int = 32  # channels of the finest decoder level
+    discriminator_width: int = 64
+    discriminator_layers: int = 3
+    occlusion_threshold: float = 0.5  # predicted occlusion above this is repainted
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"model.backbone must be one of {BACKBONES}, got {self.backbone!r}")
+        if self.input_size % 16 or self.input_size < 32:
+            raise ValueError(f"model.input_size must be a multiple of 16 and >= 32, got {self.input_size}")
+        if self.width <= 0:
+            raise ValueError(f"model.width must be positive, got {self.width}")
+        if self.generator and not self.decouple:
+            raise ValueError("model.generator needs model.decouple (it is gated by the predicted occlusion)")
+
+
+@dataclass
+class MarginConfig:
+    type: str = "arcface"  # arcface | cosface | combined
+    scale: float = 64.0
+    m1: float = 1.0  # multiplicative angular margin (SphereFace); combined only
+    m2: float = 0.5  # additive angular margin (ArcFace)
+    m3: float = 0.0  # additive cosine margin (CosFace)
+
+    def __post_init__(self) -> None:
+        if self.type not in ("arcface", "cosface", "combined"):
+            raise ValueError(f"margin.type must be arcface, cosface or combined, got {self.type!r}")
+
+
+@dataclass
+class LossConfig:
+    rec: float = 1.0  # margin softmax on masked inputs
+    rec_clean: float = 1.0  # margin softmax on the clean version of the same faces
+    occ: float = 1.0  # occlusion map, BCE + Dice
+    mask: float = 0.2  # mask presence / type from the mask part
+    dec: float = 0.1  # gradient-reversed mask classifier on the identity part
+    grl_lambda: float = 1.0
+    ortho: float = 0.0  # orthogonality of pooled mask and identity parts
+    pix: float = 10.0  # L1 to the clean face
+    pix_inside: float = 4.0  # extra L1 weight inside the occlusion
+    adv: float = 0.1
+    gan_mode: str = "lsgan"  # lsgan | hinge
+    id: float = 1.0  # id-preserving: cosine distance restored vs clean embedding
+    feat_match: float = 0.0  # discriminator feature matching
+    rec_restored: float = 1.0  # joint stage: margin softmax on restored faces
+
+    def __post_init__(self) -> None:
+        if self.gan_mode not in ("lsgan", "hinge"):
+            raise ValueError(f"loss.gan_mode must be lsgan or hinge, got {self.gan_mode!r}")
+
+
+@dataclass
+class DataConfig:
+    source: str = "synthetic"  # "synthetic" or the path of a cache written by `meer prepare`
+    synthetic_identities: int = 200
+    synthetic_images_per_identity: int = 16
+    synthetic_seed: int = 0
+    mask_prob: float = 0.5  # share of training samples that get a synthetic mask
+    mask_types: list[str] = field(default_factory=lambda: ["surgical", "n95", "cloth"])
+    hflip: bool = True
+    batch_size: int = 128  # per process
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.mask_prob <= 1.0:
+            raise ValueError(f"data.mask_prob must be in [0, 1], got {self.mask_prob}")
+        if self.batch_size < 1:
+            raise ValueError(f"data.batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass
+class OptimConfig:
+    optimizer: str = "sgd"  # recogniser optimiser: sgd | adamw
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    gen_lr: float = 2e-4  # generator and discriminator use Adam
+    disc_lr: float = 2e-4
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    warmup_steps: int = 0
+    schedule: str = "cosine"  # cosine | constant
+    grad_clip: float = 5.0  # 0 disables
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"optim.optimizer must be sgd or adamw, got {self.optimizer!r}")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"optim.schedule must be cosine or constant, got {self.schedule!r}")
+
+
+@dataclass
+class StageConfig:
+    """One stage of training: what trains, which losses, how long, at which learning rate."""
+
+    name: str
+    steps: int
+    train: list[str]
+    losses: list[str]
+    lr_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        for group in self.train:
+            if group not in MODULE_GROUPS:
+                raise ValueError(f"stage {self.name!r}: unknown module {group!r} in train (choose from {MODULE_GROUPS})")
+        for group in self.losses:
+            if group not in LOSS_GROUPS:
+                raise ValueError(f"stage {self.name!r}: unknown loss group {group!r} (choose from {LOSS_GROUPS})")
+        if self.steps < 0:
+            raise ValueError(f"stage {self.name!r}: steps must be >= 0")
+
+
+def three_stage_schedule() -> list[StageConfig]:
+    """DESIGN.md's joint training: recognition, synthesis (recogniser frozen), joint refinement."""
+    return [
+        StageConfig("recognition", 20000, ["backbone", "decouple", "centres"], ["recognition"]),
+        StageConfig("synthesis", 10000, ["generator", "discriminator"], ["synthesis"]),
+        StageConfig(
+            "joint",
+            5000,
+            ["backbone", "decouple", "centres", "generator", "discriminator"],
+            ["recognition", "synthesis", "feedback"],
+            lr_scale=0.1,
+        ),
+    ]
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str = "runs/meer"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast on CUDA)
+    channels_last: bool = False
+    compile: bool = False
+    accumulation: int = 1
+    deterministic: bool = False
+    log_every: int = 50
+    ckpt_every: int = 1000
+    keep_checkpoints: int = 2
+    tensorboard: bool = False
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"train.precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
+        if self.accumulation < 1:
+            raise ValueError("train.accumulation must be >= 1")
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    margin: MarginConfig = field(default_factory=MarginConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    stages: list[StageConfig] = field(default_factory=three_stage_schedule)
+
+    def __post_init__(self) -> None:
+        if not self.stages:
+            raise ValueError("stages: at least one stage is needed")
+        present = {"decouple": self.model.decouple, "generator": self.model.generator}
+        present["discriminator"] = self.model.generator
+        for stage in self.stages:
+            for group in stage.train:
+                if not present.get(group, True):
+                    raise ValueError(f"stage {stage.name!r} trains {group!r}, which this model does not have")
+            if ("synthesis" in stage.losses or "feedback" in stage.losses) and not self.model.generator:
+                raise ValueError(f"stage {stage.name!r} uses synthesis losses but model.generator is false")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------- loading and checking
+
+
+def builtin_config_dir() -> Path:
+    return Path(str(resources.files("meer") / "configs"))
+
+
+def resolve_config_path(name: str | Path, relative_to: Path | None = None) -> Path:
+    """A path as given, relative to the including file, or a built-in config name."""
+    candidates = [Path(name)]
+    if relative_to is not None:
+        candidates.insert(0, relative_to / name)
+    stem = str(name).removesuffix(".yaml")
+    candidates.append(builtin_config_dir() / f"{stem}.yaml")
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"config {str(name)!r} not found (neither a file nor a built-in config; "
+        f"built-ins: {', '.join(builtin_config_names())})"
+    )
+
+
+def builtin_config_names() -> list[str]:
+    root = builtin_config_dir()
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+
+
+def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a YAML config, following its ``base:`` chain. Returns the merged raw dict."""
+    path = path.resolve()
+    if path in _seen:
+        raise ValueError(f"config base cycle: {' -> '.join(map(str, (*_seen, path)))}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML ({err.__class__.__name__})") from err
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a config must be a mapping at the top level")
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    parent = read_yaml(resolve_config_path(base, path.parent), (*_seen, path))
+    return deep_merge(parent, raw)
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``"optim.lr=0.05"`` -> ``{"optim": {"lr": 0.05}}`` (the value is read as YAML)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"override {text!r} must look like section.key=value")
+    nested: dict[str, Any] = {}
+    node = nested
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = yaml.safe_load(value)
+    return nested
+
+
+def build(cls: type, raw: Any, where: str) -> Any:
+    """Turn a raw dict into dataclass ``cls``, checking every key and type."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where or 'config'} must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ValueError(f"unknown config key {prefix}{unknown[0]} (valid: {', '.join(sorted(names))})")
+    kwargs = {name: convert(hints[name], value, f"{where}.{name}" if where else name) for name, value in raw.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as err:  # a required field is missing
+        raise ValueError(f"{where or 'config'}: {err}") from err
+
+
+def convert(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ValueError(f"{where} must be a list, got {value!r}")
+        (item,) = typing.get_args(hint)
+        return [convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{where} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{where} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{where} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def load_config(paths: list[str | Path] | str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Layer config files (each may have a ``base:``) and ``key=value`` overrides into a Config."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    raw: dict[str, Any] = {}
+    for name in paths or []:
+        raw = deep_merge(raw, read_yaml(resolve_config_path(name)))
+    for text in overrides or []:
+        raw = deep_merge(raw, parse_override(text))
+    return build(Config, raw, "")
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    """Rebuild a Config saved with :meth:`Config.to_dict` (e.g. from a checkpoint)."""
+    return build(Config, raw, "")

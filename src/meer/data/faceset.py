@@ -1,0 +1,70 @@
+"""The common in-memory form of an aligned face dataset.
+
+Every data source (the procedural synthetic faces, the aligned cache written by
+``meer prepare``) hands training and evaluation a :class:`FaceSet`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# 5-point order used everywhere (ArcFace convention, image coordinates):
+# left eye, right eye, nose tip, left mouth corner, right mouth corner
+# ("left" = smaller x in the image).
+ARCFACE_TEMPLATE_112 = np.array(
+    [
+        [38.2946, 51.6963],
+        [73.5318, 51.5014],
+        [56.0252, 71.7366],
+        [41.5493, 92.3655],
+        [70.7299, 92.2041],
+    ],
+    dtype=np.float32,
+)
+
+
+def arcface_template(size: int) -> np.ndarray:
+    """The ArcFace 5-point template scaled to a ``size`` x ``size`` crop. Shape [5, 2]."""
+    return ARCFACE_TEMPLATE_112 * (size / 112.0)
+
+
+@dataclass
+class FaceSet:
+    """Aligned faces with their landmarks and identity labels.
+
+    images:    uint8 [N, H, W, 3] RGB (may be a numpy memmap)
+    landmarks: float32 [N, 5, 2] pixel coordinates in the aligned image
+    labels:    int64 [N] identity index in ``range(num_identities)``
+    names:     optional identity names, ``names[label]``
+    """
+
+    images: np.ndarray
+    landmarks: np.ndarray
+    labels: np.ndarray
+    names: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.images)
+        if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.dtype != np.uint8:
+            raise ValueError(f"images must be uint8 [N, H, W, 3], got {self.images.dtype} {self.images.shape}")
+        if self.landmarks.shape != (n, 5, 2):
+            raise ValueError(f"landmarks must be [N, 5, 2] with N={n}, got {self.landmarks.shape}")
+        if self.labels.shape != (n,):
+            raise ValueError(f"labels must be [N] with N={n}, got {self.labels.shape}")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def size(self) -> int:
+        return int(self.images.shape[1])
+
+    @property
+    def num_identities(self) -> int:
+        return int(self.labels.max()) + 1 if len(self.labels) else 0
+
+    def subset(self, index: np.ndarray) -> FaceSet:
+        """Rows ``index``; labels are kept as they are (not renumbered)."""
+        return FaceSet(self.images[index], self.landmarks[index], self.labels[index], self.names)

@@ -1,0 +1,125 @@
+"""The MEER network: backbone + mask decoupling + recognition head + unmasking generator.
+
+With ``decouple=False`` and ``generator=False`` it is a plain ArcFace network, which is how
+the baselines of DESIGN.md are built from the same code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from meer.models.backbones import create_iresnet
+from meer.models.decouple import DecoupleOutput, MaskDecoupling
+from meer.models.generator import UnmaskGenerator, composite
+
+
+@dataclass
+class Encoded:
+    maps: list[torch.Tensor]  # backbone stage maps (strides 2, 4, 8, 16)
+    identity: torch.Tensor  # x_id [B, C, h, w] (the last map itself without decoupling)
+    embedding: torch.Tensor  # [B, D], not normalised
+    decoupled: DecoupleOutput | None
+
+
+@dataclass
+class Unmasked:
+    raw: torch.Tensor  # generator output [B, 3, S, S] in [-1, 1]
+    restored: torch.Tensor  # composite [B, 3, S, S]
+    occlusion: torch.Tensor  # predicted probability at full resolution [B, 1, S, S]
+    region: torch.Tensor  # repainted pixels, 0/1 [B, 1, S, S]
+
+
+class MEER(nn.Module):
+    def __init__(
+        self,
+        backbone: str = "iresnet50",
+        width: float = 1.0,
+        input_size: int = 112,
+        embedding_dim: int = 512,
+        dropout: float = 0.0,
+        decouple: bool = True,
+        decouple_prev: bool = True,
+        attention_reduction: int = 8,
+        num_mask_types: int = 4,
+        grl_strength: float = 1.0,
+        generator: bool = True,
+        generator_width: int = 32,
+        occlusion_threshold: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if generator and not decouple:
+            raise ValueError("the generator needs the decoupling module's occlusion map")
+        self.input_size = input_size
+        self.occlusion_threshold = occlusion_threshold
+        self.backbone = create_iresnet(
+            backbone, width=width, input_size=input_size, embedding_dim=embedding_dim, dropout=dropout
+        )
+        channels = self.backbone.channels
+        self.decouple = (
+            MaskDecoupling(
+                channels[3],
+                channels[2] if decouple_prev else None,
+                num_mask_types,
+                attention_reduction,
+                grl_strength,
+            )
+            if decouple
+            else None
+        )
+        self.generator = UnmaskGenerator(channels[3], channels[:3], generator_width) if generator else None
+
+    def forward(self, images: torch.Tensor) -> Encoded:
+        """``[B, 3, S, S]`` in [-1, 1] -> maps, identity part, embedding, decoupling outputs."""
+        maps = self.backbone.forward_features(images)
+        decoupled = self.decouple(maps[3], maps[2]) if self.decouple is not None else None
+        identity = decoupled.identity if decoupled is not None else maps[3]
+        return Encoded(maps, identity, self.backbone.head(identity), decoupled)
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor, flip: bool = False) -> torch.Tensor:
+        """Unit-norm embeddings ``[B, D]``; ``flip`` adds the mirrored image's embedding."""
+        embedding = self(images).embedding
+        if flip:
+            embedding = embedding + self(torch.flip(images, dims=[3])).embedding
+        return F.normalize(embedding.float())
+
+    def occlusion_probability(self, encoded: Encoded, size: int) -> torch.Tensor:
+        """Predicted occlusion upsampled to ``[B, 1, size, size]``."""
+        if encoded.decoupled is None:
+            raise ValueError("this model has no decoupling module, so it predicts no occlusion")
+        logits = F.interpolate(encoded.decoupled.occlusion_logits, size=(size, size), mode="bilinear", align_corners=False)
+        return torch.sigmoid(logits)
+
+    def unmask(self, images: torch.Tensor, encoded: Encoded | None = None) -> Unmasked:
+        """Restore the face under the predicted mask; pixels outside it are the input's."""
+        if self.generator is None:
+            raise ValueError("this model was built without a generator")
+        if encoded is None:
+            encoded = self(images)
+        occlusion = self.occlusion_probability(encoded, images.shape[-1])
+        raw = self.generator(encoded.identity, encoded.maps[:3], images, occlusion)
+        region = (occlusion > self.occlusion_threshold).to(images.dtype)
+        return Unmasked(raw, composite(raw, images, region), occlusion, region)
+
+
+def build_model(model_cfg, grl_strength: float = 1.0) -> MEER:
+    """A :class:`MEER` from a :class:`meer.config.ModelConfig`."""
+    return MEER(
+        backbone=model_cfg.backbone,
+        width=model_cfg.width,
+        input_size=model_cfg.input_size,
+        embedding_dim=model_cfg.embedding_dim,
+        dropout=model_cfg.dropout,
+        decouple=model_cfg.decouple,
+        decouple_prev=model_cfg.decouple_prev,
+        attention_reduction=model_cfg.attention_reduction,
+        num_mask_types=model_cfg.num_mask_types,
+        grl_strength=grl_strength,
+        generator=model_cfg.generator,
+        generator_width=model_cfg.generator_width,
+        occlusion_threshold=model_cfg.occlusion_threshold,
+    )

@@ -1,0 +1,136 @@
+"""Self-describing, atomically written checkpoints.
+
+A checkpoint is a folder ``<run>/checkpoints/step_XXXXXXX/`` holding
+
+* ``weights.safetensors`` — every network's weights (``model.*``, ``centres.*``,
+  ``discriminator.*``), loadable without unpickling anything;
+* ``train_state.pt`` — optimiser, scheduler and scaler states and RNG states: plain tensors
+  and containers, read back with ``torch.load(weights_only=True)``;
+* ``state.json`` — format version, stage, step, model arguments, the resolved config and
+  package versions.
+
+The folder is written under a temporary name and renamed into place, then the ``latest``
+pointer file is replaced atomically: a run killed at any moment leaves the previous
+checkpoint intact and ``latest`` pointing at a complete one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from meer.io import atomic_write_text
+
+FORMAT_VERSION = 1
+WEIGHTS = "weights.safetensors"
+TRAIN_STATE = "train_state.pt"
+STATE = "state.json"
+
+
+def flat_state(modules: dict[str, torch.nn.Module | None]) -> dict[str, torch.Tensor]:
+    """``{"model": m, ...}`` -> ``{"model.backbone...": tensor}``, contiguous and unshared."""
+    tensors = {}
+    for prefix, module in modules.items():
+        if module is None:
+            continue
+        for key, value in module.state_dict().items():
+            tensors[f"{prefix}.{key}"] = value.detach().cpu().contiguous().clone()
+    return tensors
+
+
+def split_state(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    start = prefix + "."
+    return {k[len(start) :]: v for k, v in tensors.items() if k.startswith(start)}
+
+
+def save_checkpoint(
+    run_dir: str | os.PathLike,
+    step_name: str,
+    modules: dict[str, torch.nn.Module | None],
+    train_state: dict[str, Any],
+    state: dict[str, Any],
+    keep: int = 2,
+) -> Path:
+    """Write one checkpoint folder atomically and point ``latest`` at it. Returns its path."""
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / step_name
+    tmp = Path(tempfile.mkdtemp(prefix=f".{step_name}.", dir=root))
+    try:
+        save_file(flat_state(modules), str(tmp / WEIGHTS), metadata={"format": f"meer-{FORMAT_VERSION}"})
+        torch.save(train_state, tmp / TRAIN_STATE)
+        (tmp / STATE).write_text(json.dumps({"format_version": FORMAT_VERSION, **state}, indent=2, sort_keys=True))
+        if final.exists():  # the same step saved twice (e.g. end of stage == periodic save)
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    atomic_write_text(root / "latest", step_name + "\n")
+    prune(root, keep, protect={step_name})
+    return final
+
+
+def prune(root: Path, keep: int, protect: set[str]) -> None:
+    """Delete all but the newest ``keep`` step folders (and stale temporary folders)."""
+    for stale in root.glob(".step_*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    steps = sorted(p for p in root.glob("step_*") if p.is_dir())
+    for old in steps[: max(0, len(steps) - keep)]:
+        if old.name not in protect:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    pointer = Path(run_dir) / "checkpoints" / "latest"
+    if not pointer.is_file():
+        return None
+    path = pointer.parent / pointer.read_text().strip()
+    return path if (path / STATE).is_file() else None
+
+
+def find_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint folder, or a run folder (its latest checkpoint)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if (path / STATE).is_file():
+        return path
+    latest = latest_checkpoint(path)
+    if latest is None:
+        raise ValueError(f"{path} is not a meer checkpoint (no {STATE}) nor a run folder with checkpoints")
+    return latest
+
+
+def read_state(path: str | os.PathLike) -> dict[str, Any]:
+    path = find_checkpoint(path)
+    try:
+        state = json.loads((path / STATE).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path / STATE} is not valid JSON: the checkpoint is damaged") from err
+    if state.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has checkpoint format {state.get('format_version')!r}; this meer reads format {FORMAT_VERSION}"
+        )
+    return state
+
+
+def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    path = find_checkpoint(path)
+    try:
+        return load_file(str(path / WEIGHTS))
+    except (OSError, Exception) as err:  # safetensors raises its own error types on damaged files
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise ValueError(f"{path / WEIGHTS} could not be read as safetensors: {err}") from err
+
+
+def load_train_state(path: str | os.PathLike) -> dict[str, Any]:
+    return torch.load(find_checkpoint(path) / TRAIN_STATE, map_location="cpu", weights_only=True)

@@ -1,0 +1,105 @@
+"""What each training stage optimises. Objectives compute losses and never step.
+
+``generator_objective(batch, nets, ...) -> (total, parts, restored)`` covers the recogniser and
+the generator; ``discriminator_objective`` the discriminator. Which terms are on is a set of
+loss groups taken from the stage (``recognition``, ``synthesis``, ``feedback``), and each term
+has its weight in :class:`meer.config.LossConfig`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from meer.config import LossConfig
+from meer.losses.decoupling import occlusion_loss, orthogonality_loss
+from meer.losses.gan import GANLoss, feature_matching_loss
+from meer.losses.identity import id_preserving_loss, pixel_loss
+from meer.models.heads import CombinedMargin
+from meer.models.meer import MEER
+
+
+@dataclass
+class Nets:
+    """Everything training touches. ``model`` is what ships; the rest exists only to train it."""
+
+    model: MEER
+    centres: nn.Module  # ClassCentres or a sharded equivalent: embeddings -> cosine
+    margin: CombinedMargin
+    discriminator: nn.Module | None
+    gan: GANLoss
+
+    def modules(self) -> dict[str, nn.Module | None]:
+        """The trainable groups by the names stages use."""
+        return {
+            "backbone": self.model.backbone,
+            "decouple": self.model.decouple,
+            "centres": self.centres,
+            "generator": self.model.generator,
+            "discriminator": self.discriminator,
+        }
+
+    def rec_loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.margin(self.centres(embeddings), labels), labels)
+
+
+def generator_objective(
+    batch: dict[str, torch.Tensor], nets: Nets, weights: LossConfig, losses: set[str]
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
+    """All non-discriminator losses of one step. Returns (total, parts, restored faces or None)."""
+    model = nets.model
+    masked, clean, labels = batch["masked"], batch["clean"], batch["label"]
+    parts: dict[str, torch.Tensor] = {}
+    encoded = model(masked)
+    clean_encoded = None
+
+    if "recognition" in losses:
+        parts["rec"] = weights.rec * nets.rec_loss(encoded.embedding, labels)
+        if weights.rec_clean > 0:
+            clean_encoded = model(clean)
+            parts["rec_clean"] = weights.rec_clean * nets.rec_loss(clean_encoded.embedding, labels)
+        if encoded.decoupled is not None:
+            dec = encoded.decoupled
+            parts["occ"] = weights.occ * occlusion_loss(dec.occlusion_logits, batch["occlusion"])
+            parts["mask"] = weights.mask * F.cross_entropy(dec.mask_logits.float(), batch["mask_type"])
+            parts["dec"] = weights.dec * F.cross_entropy(dec.adversary_logits.float(), batch["mask_type"])
+            if weights.ortho > 0:
+                parts["ortho"] = weights.ortho * orthogonality_loss(dec.identity, dec.mask)
+
+    restored = None
+    if "synthesis" in losses or "feedback" in losses:
+        unmasked = model.unmask(masked, encoded)
+        restored = unmasked.restored
+        parts["pix"] = weights.pix * pixel_loss(unmasked.raw, clean, batch["occlusion"], weights.pix_inside)
+        if nets.discriminator is not None and weights.adv > 0:
+            if weights.feat_match > 0:
+                fake_scores, fake_features = nets.discriminator(restored, return_features=True)
+                _, real_features = nets.discriminator(clean, return_features=True)
+                parts["feat_match"] = weights.feat_match * feature_matching_loss(fake_features, real_features)
+            else:
+                fake_scores = nets.discriminator(restored)
+            parts["adv"] = weights.adv * nets.gan(fake_scores, real=True)
+        restored_encoded = model(restored)
+        if clean_encoded is None:
+            with torch.no_grad():
+                clean_encoded = model(clean)
+        parts["id"] = weights.id * id_preserving_loss(restored_encoded.embedding, clean_encoded.embedding)
+        if "feedback" in losses and weights.rec_restored > 0:
+            # The recogniser learns from its own de-occluded faces.
+            parts["rec_restored"] = weights.rec_restored * nets.rec_loss(restored_encoded.embedding, labels)
+
+    total = sum(parts.values())
+    return total, parts, restored
+
+
+def discriminator_objective(
+    batch: dict[str, torch.Tensor], restored: torch.Tensor, nets: Nets
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Clean faces are real, restored faces (detached) are fake."""
+    real = nets.gan(nets.discriminator(batch["clean"]), real=True, discriminator=True)
+    fake = nets.gan(nets.discriminator(restored.detach()), real=False, discriminator=True)
+    d_loss = 0.5 * (real + fake)
+    return d_loss, {"d_real": real.detach(), "d_fake": fake.detach()}

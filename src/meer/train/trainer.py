@@ -1,0 +1,496 @@
+"""One small trainer for every stage and every system (MEER, its ablations, the baselines).
+
+A stage (see :class:`meer.config.StageConfig`) says which module groups train and which loss
+groups are on; the trainer freezes the rest, builds the optimisers, and runs the loop:
+forward the objective, backward (with ``no_sync`` while accumulating), clip, step the
+recogniser/generator optimisers, then the discriminator. It owns precision, DDP wrapping,
+logging and checkpoints; the objectives in :mod:`meer.train.objectives` own the losses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import platform
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader
+
+import meer
+from meer.config import Config, StageConfig, config_from_dict
+from meer.data.dataset import MaskedFaces, StepSampler, mask_renderer
+from meer.data.faceset import FaceSet
+from meer.io import atomic_write_json, atomic_write_text
+from meer.losses.gan import GANLoss
+from meer.models.discriminator import PatchDiscriminator
+from meer.models.heads import ClassCentres, make_margin
+from meer.models.meer import MEER, build_model
+from meer.train import checkpoint as ckpt
+from meer.train.distributed import DistEnv, all_reduce_mean, init_distributed
+from meer.train.objectives import Nets, discriminator_objective, generator_objective
+
+log = logging.getLogger(__name__)
+
+RECOGNISER = ("backbone", "decouple", "centres")
+
+
+def versions() -> dict[str, str]:
+    return {
+        "meer": meer.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=False)
+        torch.backends.cudnn.benchmark = False
+
+
+def model_arguments(cfg: Config) -> dict[str, Any]:
+    return cfg.to_dict()["model"] | {"grl_strength": cfg.loss.grl_lambda}
+
+
+def build_nets(cfg: Config, num_classes: int) -> Nets:
+    model = build_model(cfg.model, grl_strength=cfg.loss.grl_lambda)
+    margin = make_margin(cfg.margin.type, cfg.margin.scale, cfg.margin.m1, cfg.margin.m2, cfg.margin.m3)
+    discriminator = (
+        PatchDiscriminator(cfg.model.discriminator_width, cfg.model.discriminator_layers) if cfg.model.generator else None
+    )
+    return Nets(model, ClassCentres(num_classes, cfg.model.embedding_dim), margin, discriminator, GANLoss(cfg.loss.gan_mode))
+
+
+def load_faces(cfg: Config) -> FaceSet:
+    """The training faces the config names: the built-in synthetic set or a prepared cache."""
+    data = cfg.data
+    if data.source == "synthetic":
+        from meer.data.synthetic import SyntheticFaces
+
+        faces = SyntheticFaces(
+            data.synthetic_identities, data.synthetic_images_per_identity, cfg.model.input_size, data.synthetic_seed
+        ).generate()
+    else:
+        from meer.data.cache import FaceCache
+
+        faces = FaceCache.open(data.source).faces
+    if faces.size != cfg.model.input_size:
+        raise ValueError(f"data has {faces.size}x{faces.size} faces but model.input_size is {cfg.model.input_size}")
+    return faces
+
+
+def contiguous_labels(faces: FaceSet) -> FaceSet:
+    """Renumber identities 0..K-1 (a subset of a dataset may skip some)."""
+    _, labels = np.unique(faces.labels, return_inverse=True)
+    return FaceSet(faces.images, faces.landmarks, labels.astype(np.int64), faces.names)
+
+
+def lr_lambda(stage: StageConfig, warmup: int, schedule: str):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if schedule == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, stage.steps - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+class GeneratorStep(nn.Module):
+    """The recogniser/generator objective as a module, so DDP can wrap one whole step."""
+
+    def __init__(self, nets: Nets, cfg: Config, losses: set[str]) -> None:
+        super().__init__()
+        self.nets = nets
+        self.model, self.centres, self.discriminator = nets.model, nets.centres, nets.discriminator
+        self.weights, self.losses = cfg.loss, losses
+
+    def forward(self, batch: dict[str, torch.Tensor]):
+        return generator_objective(batch, self.nets, self.weights, self.losses)
+
+
+class DiscriminatorStep(nn.Module):
+    def __init__(self, nets: Nets) -> None:
+        super().__init__()
+        self.nets = nets
+        self.discriminator = nets.discriminator
+
+    def forward(self, batch: dict[str, torch.Tensor], restored: torch.Tensor):
+        return discriminator_objective(batch, restored, self.nets)
+
+
+@dataclass
+class StageState:
+    """The optimisation state of the stage being run."""
+
+    stage: StageConfig
+    optimisers: dict[str, torch.optim.Optimizer]
+    schedulers: dict[str, torch.optim.lr_scheduler.LambdaLR]
+    g_step: nn.Module
+    d_step: nn.Module | None
+
+
+class Trainer:
+    """Runs ``cfg.stages`` in order on ``faces`` (default: what ``cfg.data`` names)."""
+
+    def __init__(self, cfg: Config, faces: FaceSet | None = None, progress: bool = True) -> None:
+        self.cfg = cfg
+        self.env: DistEnv = init_distributed(cfg.train.device)
+        seed_everything(cfg.train.seed + self.env.rank, cfg.train.deterministic)
+        self.faces = contiguous_labels(faces if faces is not None else load_faces(cfg))
+        self.num_classes = self.faces.num_identities
+        self.nets = build_nets(cfg, self.num_classes)
+        for module in self.nets.modules().values():
+            if module is not None:
+                module.to(self.env.device)
+                if cfg.train.channels_last:
+                    module.to(memory_format=torch.channels_last)
+        self.run_dir = Path(cfg.train.out_dir)
+        self.progress = progress and self.env.is_main
+        self.dataset = MaskedFaces(
+            self.faces,
+            mask_renderer(cfg.data.mask_types) if cfg.data.mask_prob > 0 else None,
+            cfg.data.mask_prob,
+            cfg.data.hflip,
+            cfg.train.seed,
+        )
+        cuda = self.env.device.type == "cuda"
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.precision) if cuda else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=cuda and cfg.train.precision == "fp16")
+        self.writer = None
+        self.history: list[dict[str, float]] = []
+
+    # ------------------------------------------------------------------ set-up per stage
+
+    def set_trainable(self, stage: StageConfig) -> None:
+        """Freeze every group the stage does not train; frozen groups run in eval mode so
+        their BatchNorm statistics stay as the earlier stage left them."""
+        for name, module in self.nets.modules().items():
+            if module is None:
+                continue
+            trainable = name in stage.train
+            module.train(trainable)
+            for param in module.parameters():
+                param.requires_grad_(trainable)
+        # The fixed-scale BN of the embedding head never trains (as in arcface_torch).
+        self.nets.model.backbone.head.features.weight.requires_grad_(False)
+
+    def build_stage(self, stage: StageConfig) -> StageState:
+        self.set_trainable(stage)
+        optim, modules = self.cfg.optim, self.nets.modules()
+
+        def params(groups) -> list[nn.Parameter]:
+            return [p for g in groups if modules[g] is not None for p in modules[g].parameters() if p.requires_grad]
+
+        optimisers: dict[str, torch.optim.Optimizer] = {}
+        recogniser = params([g for g in RECOGNISER if g in stage.train])
+        if recogniser:
+            lr = optim.lr * stage.lr_scale
+            if optim.optimizer == "sgd":
+                optimisers["recogniser"] = torch.optim.SGD(
+                    recogniser, lr=lr, momentum=optim.momentum, weight_decay=optim.weight_decay
+                )
+            else:
+                optimisers["recogniser"] = torch.optim.AdamW(recogniser, lr=lr, weight_decay=optim.weight_decay)
+        betas = tuple(optim.betas)
+        if "generator" in stage.train:
+            optimisers["generator"] = torch.optim.Adam(params(["generator"]), lr=optim.gen_lr * stage.lr_scale, betas=betas)
+        train_d = "discriminator" in stage.train and self.nets.discriminator is not None
+        if train_d:
+            optimisers["discriminator"] = torch.optim.Adam(
+                params(["discriminator"]), lr=optim.disc_lr * stage.lr_scale, betas=betas
+            )
+        factor = lr_lambda(stage, optim.warmup_steps, optim.schedule)
+        schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, factor) for k, o in optimisers.items()}
+
+        # DDP wraps what trains in each step. The discriminator's parameters are frozen while
+        # the generator step is wrapped, so that wrapper never waits for their gradients.
+        if self.nets.discriminator is not None:
+            self.nets.discriminator.requires_grad_(False)
+        g_step: nn.Module = GeneratorStep(self.nets, self.cfg, set(stage.losses))
+        d_step: nn.Module | None = DiscriminatorStep(self.nets) if train_d else None
+        if self.env.distributed:
+            ids = [self.env.local_rank] if self.env.device.type == "cuda" else None
+            g_step = DDP(g_step, device_ids=ids)
+            if d_step is not None:
+                self.nets.discriminator.requires_grad_(True)
+                d_step = DDP(d_step, device_ids=ids)
+        if self.cfg.train.compile:
+            g_step = torch.compile(g_step)
+        if self.nets.discriminator is not None:
+            # Off during the generator step (no stray gradients); train_step turns it on.
+            self.nets.discriminator.requires_grad_(False)
+        return StageState(stage, optimisers, schedulers, g_step, d_step)
+
+    def loader(self, start_step: int) -> DataLoader:
+        sampler = StepSampler(
+            len(self.dataset), self.cfg.data.batch_size, self.cfg.train.seed, start_step, self.env.rank, self.env.world_size
+        )
+        return DataLoader(
+            self.dataset,
+            batch_sampler=sampler,
+            num_workers=self.cfg.data.workers,
+            pin_memory=self.env.device.type == "cuda",
+            persistent_workers=False,
+        )
+
+    # ------------------------------------------------------------------ the loop
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.env.device.type, dtype=self.amp_dtype)
+
+    def to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = {k: v.to(self.env.device, non_blocking=True) for k, v in batch.items()}
+        if self.cfg.train.channels_last:
+            for key in ("masked", "clean"):
+                out[key] = out[key].contiguous(memory_format=torch.channels_last)
+        return out
+
+    def clip_and_step(self, optimisers: list[torch.optim.Optimizer]) -> None:
+        for optimiser in optimisers:
+            if self.cfg.optim.grad_clip > 0:
+                self.scaler.unscale_(optimiser)
+                params = [p for group in optimiser.param_groups for p in group["params"]]
+                torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.grad_clip)
+            self.scaler.step(optimiser)
+
+    def train_step(self, state: StageState, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+        """One optimiser step over ``len(batches)`` accumulated micro-batches."""
+        g_optimisers = [o for k, o in state.optimisers.items() if k != "discriminator"]
+        d_optimiser = state.optimisers.get("discriminator")
+        for optimiser in state.optimisers.values():
+            optimiser.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        restored_batches = []
+        for i, batch in enumerate(batches):
+            last = i == len(batches) - 1
+            sync = contextlib.nullcontext() if last or not isinstance(state.g_step, DDP) else state.g_step.no_sync()
+            with sync:
+                with self.autocast():
+                    total, parts, restored = state.g_step(batch)
+                self.scaler.scale(total / len(batches)).backward()
+            restored_batches.append(restored)
+            for key, value in parts.items():
+                sums[key] = sums.get(key, 0.0) + float(value.detach()) / len(batches)
+            sums["total"] = sums.get("total", 0.0) + float(total.detach()) / len(batches)
+        self.clip_and_step(g_optimisers)
+
+        if d_optimiser is not None and state.d_step is not None:
+            self.nets.discriminator.requires_grad_(True)
+            for i, (batch, restored) in enumerate(zip(batches, restored_batches)):
+                last = i == len(batches) - 1
+                sync = contextlib.nullcontext() if last or not isinstance(state.d_step, DDP) else state.d_step.no_sync()
+                with sync:
+                    with self.autocast():
+                        d_loss, d_parts = state.d_step(batch, restored)
+                    self.scaler.scale(d_loss / len(batches)).backward()
+                sums["d_loss"] = sums.get("d_loss", 0.0) + float(d_loss.detach()) / len(batches)
+                for key, value in d_parts.items():
+                    sums[key] = sums.get(key, 0.0) + float(value) / len(batches)
+            self.clip_and_step([d_optimiser])
+            self.nets.discriminator.requires_grad_(False)
+        self.scaler.update()
+        for scheduler in state.schedulers.values():
+            scheduler.step()
+        return sums
+
+    def fit(self, resume: bool = True) -> list[dict[str, float]]:
+        """Run all stages (continuing from the latest checkpoint when ``resume``).
+
+        Returns the logged history: one dict per logged step with ``stage``, ``step`` and the
+        loss parts.
+        """
+        stages = self.cfg.stages
+        start_stage, start_step, restored = 0, 0, None
+        latest = ckpt.latest_checkpoint(self.run_dir) if resume else None
+        if latest is not None:
+            start_stage, start_step, restored = self.restore(latest)
+            log.info("resuming from %s (stage %s, step %d)", latest, stages[start_stage].name, start_step)
+        if self.env.is_main:
+            self.save_run_info()
+        offset = sum(s.steps for s in stages[:start_stage])
+        for index in range(start_stage, len(stages)):
+            stage = stages[index]
+            first = start_step if index == start_stage else 0
+            state = self.build_stage(stage)
+            if restored is not None and index == start_stage:
+                self.load_optimisation_state(state, restored)
+            self.run_stage(index, state, offset, first)
+            offset += stage.steps
+        self.close()
+        return self.history
+
+    def run_stage(self, index: int, state: StageState, offset: int, first: int) -> None:
+        stage, cfg = state.stage, self.cfg
+        if first >= stage.steps:
+            return
+        log.info("stage %d/%d %s: %d steps, training %s, losses %s", index + 1, len(cfg.stages), stage.name,
+                 stage.steps, ",".join(stage.train), ",".join(stage.losses))
+        accumulation = cfg.train.accumulation
+        batches = iter(self.loader(offset * accumulation + first * accumulation))
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=stage.steps, initial=first, desc=f"{stage.name}", unit="step", dynamic_ncols=True, leave=False)
+        images_per_step = cfg.data.batch_size * accumulation * self.env.world_size
+        tick = time.perf_counter()
+        window: dict[str, float] = {}
+        window_steps = 0
+        for step in range(first, stage.steps):
+            micro = [self.to_device(next(batches)) for _ in range(accumulation)]
+            parts = self.train_step(state, micro)
+            for key, value in parts.items():
+                window[key] = window.get(key, 0.0) + value
+            window_steps += 1
+            done = step + 1
+            if done % cfg.train.log_every == 0 or done == stage.steps:
+                elapsed = time.perf_counter() - tick
+                record = {k: float(all_reduce_mean(torch.tensor(v / window_steps))) for k, v in window.items()}
+                record["images_per_s"] = images_per_step * window_steps / max(elapsed, 1e-9)
+                record["lr"] = next(iter(state.optimisers.values())).param_groups[0]["lr"]
+                self.log(stage, index, done, record)
+                window, window_steps, tick = {}, 0, time.perf_counter()
+            if bar is not None:
+                bar.set_postfix(loss=f"{parts['total']:.3f}")
+                bar.update(1)
+            if done % cfg.train.ckpt_every == 0 or done == stage.steps:
+                self.save(index, done, state)
+        if bar is not None:
+            bar.close()
+
+    # ------------------------------------------------------------------ logging and checkpoints
+
+    def log(self, stage: StageConfig, index: int, step: int, record: dict[str, float]) -> None:
+        entry = {"stage": stage.name, "stage_index": index, "step": step, **record}
+        self.history.append(entry)
+        if not self.env.is_main:
+            return
+        losses = " ".join(f"{k}={v:.4f}" for k, v in record.items() if k not in ("images_per_s", "lr"))
+        log.info("%s %d/%d %s | %.1f img/s lr=%.2e", stage.name, step, stage.steps, losses,
+                 record["images_per_s"], record["lr"])
+        if self.cfg.train.tensorboard:
+            if self.writer is None:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+            global_step = sum(s.steps for s in self.cfg.stages[:index]) + step
+            for key, value in record.items():
+                group = "perf" if key in ("images_per_s", "lr") else f"train/{stage.name}"
+                self.writer.add_scalar(f"{group}/{key}", value, global_step)
+
+    def save_run_info(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        import yaml
+
+        atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+        atomic_write_json(
+            self.run_dir / "run.json",
+            {
+                "seed": self.cfg.train.seed,
+                "versions": versions(),
+                "world_size": self.env.world_size,
+                "device": str(self.env.device),
+                "num_identities": self.num_classes,
+                "num_images": len(self.faces),
+                "argv": sys.argv,
+            },
+        )
+
+    def save(self, index: int, step: int, state: StageState) -> None:
+        if not self.env.is_main:
+            return
+        stage = state.stage
+        train_state = {
+            "optimisers": {k: o.state_dict() for k, o in state.optimisers.items()},
+            "schedulers": {k: s.state_dict() for k, s in state.schedulers.items()},
+            "scaler": self.scaler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available():
+            train_state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        meta = {
+            "stage_index": index,
+            "stage": stage.name,
+            "step": step,
+            "num_classes": self.num_classes,
+            "model_args": model_arguments(self.cfg),
+            "config": self.cfg.to_dict(),
+            "versions": versions(),
+        }
+        global_step = sum(s.steps for s in self.cfg.stages[:index]) + step
+        ckpt.save_checkpoint(
+            self.run_dir, f"step_{global_step:08d}", self.weight_modules(), train_state, meta, self.cfg.train.keep_checkpoints
+        )
+
+    def weight_modules(self) -> dict[str, nn.Module | None]:
+        return {"model": self.nets.model, "centres": self.nets.centres, "discriminator": self.nets.discriminator}
+
+    def restore(self, path: Path) -> tuple[int, int, dict[str, Any]]:
+        """Load weights from ``path``; returns (stage index, step, training state)."""
+        meta = ckpt.read_state(path)
+        if meta["num_classes"] != self.num_classes:
+            raise ValueError(f"{path} was trained on {meta['num_classes']} identities, this data has {self.num_classes}")
+        load_nets_weights(self.weight_modules(), ckpt.load_weights(path))
+        train_state = ckpt.load_train_state(path)
+        torch.set_rng_state(train_state["torch_rng"])
+        if "cuda_rng" in train_state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(train_state["cuda_rng"])
+        index, step = meta["stage_index"], meta["step"]
+        if step >= self.cfg.stages[index].steps:  # the checkpoint closed its stage
+            index, step, train_state = index + 1, 0, None
+        return index, step, train_state
+
+    def load_optimisation_state(self, state: StageState, train_state: dict[str, Any] | None) -> None:
+        if train_state is None:
+            return
+        for key, optimiser in state.optimisers.items():
+            optimiser.load_state_dict(train_state["optimisers"][key])
+        for key, scheduler in state.schedulers.items():
+            scheduler.load_state_dict(train_state["schedulers"][key])
+        self.scaler.load_state_dict(train_state["scaler"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def load_nets_weights(modules: dict[str, nn.Module | None], tensors: dict[str, torch.Tensor]) -> None:
+    for prefix, module in modules.items():
+        if module is not None:
+            module.load_state_dict(ckpt.split_state(tensors, prefix))
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[MEER, Config, dict[str, Any]]:
+    """The inference network of a checkpoint (folder or run folder), in eval mode.
+
+    Returns (model, config, checkpoint state). Reads only safetensors and JSON.
+    """
+    meta = ckpt.read_state(path)
+    cfg = config_from_dict(meta["config"])
+    model = build_model(cfg.model, grl_strength=cfg.loss.grl_lambda)
+    tensors = ckpt.split_state(ckpt.load_weights(path), "model")
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as err:
+        raise ValueError(f"{path}: weights do not match the model its config describes ({str(err).splitlines()[0]})") from err
+    return model.to(device).eval(), cfg, meta

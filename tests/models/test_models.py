@@ -1,0 +1,134 @@
+"""Shape, finiteness and gradient checks over every registered backbone, and MEER's invariants."""
+
+import math
+
+import pytest
+import torch
+
+from meer.models.backbones import LAYERS, create_iresnet
+from meer.models.decouple import MaskDecoupling
+from meer.models.generator import composite
+from meer.models.heads import ClassCentres, CombinedMargin, make_margin
+from meer.models.layers import grad_reverse
+from meer.models.meer import MEER
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_backbone_shapes_and_gradients(name):
+    model = create_iresnet(name, width=0.125, input_size=32, embedding_dim=16)
+    x = torch.randn(2, 3, 32, 32)
+    maps = model.forward_features(x)
+    assert [m.shape[-1] for m in maps] == [16, 8, 4, 2]
+    assert [m.shape[1] for m in maps] == list(model.channels)
+    out = model(x)
+    assert out.shape == (2, 16) and torch.isfinite(out).all()
+    out.square().sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum())]
+    assert not missing, f"parameters without gradient: {missing[:5]}"
+
+
+def test_width_multiplier_scales_channels():
+    assert create_iresnet("iresnet18", width=0.5, input_size=32).channels == (32, 64, 128, 256)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        create_iresnet("iresnet18", input_size=40)
+
+
+def test_full_meer_every_parameter_gets_a_gradient():
+    model = MEER("iresnet18", width=0.125, input_size=32, embedding_dim=16, generator_width=8)
+    x = torch.randn(3, 3, 32, 32)
+    encoded = model(x)
+    unmasked = model.unmask(x, encoded)
+    d = encoded.decoupled
+    loss = (encoded.embedding.square().sum() + unmasked.raw.square().sum() + d.occlusion_logits.sum()
+            + d.mask_logits.square().sum() + d.adversary_logits.square().sum())
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, missing
+    assert unmasked.restored.shape == x.shape and torch.isfinite(unmasked.restored).all()
+
+
+def test_gradient_reversal_flips_the_sign():
+    x = torch.randn(4, 5, requires_grad=True)
+    (grad_reverse(x, 0.7) * torch.arange(5.0)).sum().backward()
+    assert torch.allclose(x.grad, -0.7 * torch.arange(5.0).expand(4, 5))
+    y = torch.randn(3, requires_grad=True)
+    assert torch.equal(grad_reverse(y, 1.0), y)
+
+
+def test_decoupling_splits_features_exactly():
+    module = MaskDecoupling(channels=16, prev_channels=8, num_mask_types=4)
+    x, prev = torch.randn(2, 16, 3, 3), torch.randn(2, 8, 6, 6)
+    out = module(x, prev)
+    assert torch.allclose(out.identity + out.mask, x, atol=1e-6)
+    assert out.attention.min() >= 0 and out.attention.max() <= 1
+    assert out.occlusion_logits.shape == (2, 1, 6, 6)
+    assert out.mask_logits.shape == out.adversary_logits.shape == (2, 4)
+
+
+def test_adversary_gradient_is_reversed_into_the_features():
+    """The decoupling classifier's loss pushes x (through x_id) opposite to plain descent."""
+    module = MaskDecoupling(channels=8, num_mask_types=3, grl_strength=1.0)
+    x = torch.randn(2, 8, 2, 2, requires_grad=True)
+    out = module(x)
+    out.adversary_logits.sum().backward()
+    reversed_grad = x.grad.clone()
+    x.grad = None
+    module.grl_strength = -1.0  # a "reversal" of -1 is the ordinary gradient
+    module(x).adversary_logits.sum().backward()
+    assert torch.allclose(reversed_grad, -x.grad, atol=1e-6)
+
+
+def test_composite_keeps_visible_pixels_exactly():
+    image = torch.rand(2, 3, 16, 16) * 2 - 1
+    restored = torch.rand(2, 3, 16, 16) * 2 - 1
+    region = torch.zeros(2, 1, 16, 16)
+    region[:, :, 8:] = 1
+    out = composite(restored, image, region)
+    assert torch.equal(out[:, :, :8], image[:, :, :8])
+    assert torch.equal(out[:, :, 8:], restored[:, :, 8:])
+
+
+def test_unmask_output_equals_input_outside_predicted_region():
+    model = MEER("iresnet18", width=0.125, input_size=32, embedding_dim=16, generator_width=8).eval()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    out = model.unmask(x)
+    keep = out.region.expand_as(x) == 0
+    assert keep.any()
+    assert torch.equal(out.restored[keep], x[keep])
+
+
+def test_arcface_logits_match_the_formula():
+    cosine = torch.tensor([[0.5, 0.2, -0.1], [0.9, 0.3, 0.1]])
+    labels = torch.tensor([0, 2])
+    logits = make_margin("arcface", scale=10.0, m2=0.5)(cosine, labels)
+    expected = 10 * cosine.clone()
+    expected[0, 0] = 10 * math.cos(math.acos(0.5) + 0.5)
+    expected[1, 2] = 10 * math.cos(math.acos(0.1) + 0.5)
+    assert torch.allclose(logits, expected, atol=1e-5)
+
+
+def test_cosface_logits_match_the_formula():
+    cosine = torch.tensor([[0.5, 0.2], [0.4, 0.8]])
+    logits = make_margin("cosface", scale=30.0, m3=0.35)(cosine, torch.tensor([1, 0]))
+    expected = torch.tensor([[0.5, 0.2 - 0.35], [0.4 - 0.35, 0.8]]) * 30
+    assert torch.allclose(logits, expected, atol=1e-5)
+
+
+def test_zero_margin_gives_scaled_cosine_and_arcface_past_pi_stays_monotone():
+    cosine = torch.tensor([[0.3, -0.2]])
+    assert torch.allclose(CombinedMargin(8.0, 1.0, 0.0, 0.0)(cosine, torch.tensor([0])), 8 * cosine)
+    # theta + m > pi: the fallback is cos(theta) - m*sin(m), still below the plain cosine.
+    near_pi = torch.tensor([[-0.99]])
+    out = CombinedMargin(1.0, 1.0, 0.5, 0.0)(near_pi, torch.tensor([0]))
+    assert torch.allclose(out, near_pi - 0.5 * math.sin(0.5))
+
+
+def test_ignored_labels_get_no_margin():
+    cosine = torch.tensor([[0.5, 0.2]])
+    assert torch.allclose(make_margin("arcface", 2.0)(cosine, torch.tensor([-1])), 2 * cosine)
+
+
+def test_class_centres_give_cosines():
+    centres = ClassCentres(5, 8)
+    cos = centres(torch.randn(3, 8) * 10)
+    assert cos.shape == (3, 5) and cos.abs().max() <= 1 + 1e-6

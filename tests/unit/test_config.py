@@ -1,0 +1,66 @@
+"""Config loading: layering, overrides, and clear errors for bad configs."""
+
+import pytest
+
+from meer.config import builtin_config_names, load_config
+
+
+def test_builtin_configs_all_load():
+    names = builtin_config_names()
+    assert {"tiny", "tiny-arcface", "tiny-arcface-maskaug", "tiny-meer-nogen", "tiny-e2e", "iresnet50"} <= set(names)
+    for name in names:
+        load_config(name)
+
+
+def test_base_chain_and_overrides():
+    cfg = load_config("tiny-arcface-maskaug", ["optim.lr=0.05", "model.width=0.5"])
+    assert cfg.data.mask_prob == 0.5  # from tiny-arcface-maskaug
+    assert cfg.model.decouple is False  # from tiny-arcface
+    assert cfg.model.input_size == 48  # from tiny
+    assert cfg.optim.lr == 0.05 and cfg.model.width == 0.5
+    assert [s.name for s in cfg.stages] == ["recognition"]
+
+
+def test_layered_files(tmp_path):
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("train: {seed: 7}\n")
+    cfg = load_config(["tiny", str(overlay)])
+    assert cfg.train.seed == 7 and cfg.model.backbone == "iresnet18"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optim.lrr=0.1", "unknown config key optim.lrr"),
+        ("optim.lr=fast", "optim.lr must be a number"),
+        ("model.decouple=3", "model.decouple must be true or false"),
+        ("model.input_size=50", "multiple of 16"),
+        ("model.backbone=resnet9", "model.backbone must be one of"),
+        ("data.mask_prob=1.5", "data.mask_prob must be in"),
+        ("margin.type=softmax", "margin.type must be"),
+        ("nonsense", "must look like section.key=value"),
+        ("stages=[{name: a, steps: 1, train: [wheels], losses: [recognition]}]", "unknown module 'wheels'"),
+        ("stages=[]", "at least one stage"),
+    ],
+)
+def test_bad_values_fail_with_a_clear_message(override, message):
+    with pytest.raises(ValueError, match=message):
+        load_config("tiny", [override])
+
+
+def test_stage_that_trains_a_missing_module_is_rejected():
+    with pytest.raises(ValueError, match="trains 'generator', which this model does not have"):
+        load_config("tiny", ["model.generator=false"])
+
+
+def test_missing_and_broken_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_config(str(tmp_path / "nope.yaml"))
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("model: [unclosed\n")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        load_config(str(broken))
+    cycle = tmp_path / "cycle.yaml"
+    cycle.write_text("base: cycle.yaml\n")
+    with pytest.raises(ValueError, match="cycle"):
+        load_config(str(cycle))
