@@ -175,6 +175,7 @@ class TrainConfig:
     ckpt_every: int = 1000
     keep_checkpoints: int = 2
     tensorboard: bool = False
+    shard_centres: bool = False  # Partial-FC style: each rank holds 1/world_size of the class centres
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16", "fp16"):

@@ -8,7 +8,7 @@ import torch
 from meer.models.backbones import LAYERS, create_iresnet
 from meer.models.decouple import MaskDecoupling
 from meer.models.generator import composite
-from meer.models.heads import ClassCentres, CombinedMargin, make_margin
+from meer.models.heads import CombinedMargin, MarginSoftmaxLoss, make_margin
 from meer.models.layers import grad_reverse
 from meer.models.meer import MEER
 
@@ -128,7 +128,11 @@ def test_ignored_labels_get_no_margin():
     assert torch.allclose(make_margin("arcface", 2.0)(cosine, torch.tensor([-1])), 2 * cosine)
 
 
-def test_class_centres_give_cosines():
-    centres = ClassCentres(5, 8)
-    cos = centres(torch.randn(3, 8) * 10)
+def test_margin_softmax_loss_is_cross_entropy_of_margin_logits():
+    margin = make_margin("cosface", scale=16.0, m3=0.2)
+    loss_fn = MarginSoftmaxLoss(5, 8, margin)
+    embeddings, labels = torch.randn(3, 8) * 10, torch.tensor([0, 4, 2])
+    cos = loss_fn.cosine(embeddings)
     assert cos.shape == (3, 5) and cos.abs().max() <= 1 + 1e-6
+    expected = torch.nn.functional.cross_entropy(margin(cos, labels), labels)
+    assert torch.allclose(loss_fn(embeddings, labels), expected)

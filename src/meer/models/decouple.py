@@ -72,8 +72,8 @@ class MaskDecoupling(nn.Module):
         else:
             occlusion_logits = self.occlusion_head(x)
         occlusion = torch.sigmoid(occlusion_logits)
-        if occlusion.shape[-2:] != x.shape[-2:]:
-            occlusion = F.adaptive_avg_pool2d(occlusion, x.shape[-2:])
+        if self.use_prev:  # the previous map has twice the resolution of x
+            occlusion = F.avg_pool2d(occlusion, 2)
         spatial_in = torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True), occlusion], 1)
         attention = torch.sigmoid(self.channel_attention(x)) * torch.sigmoid(self.spatial_attention(spatial_in))
         x_mask = attention * x

@@ -29,7 +29,7 @@ class UpBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
         return self.body(torch.cat([x, skip], 1))
 
 
@@ -58,14 +58,10 @@ class UnmaskGenerator(nn.Module):
         image: the masked input [B, 3, S, S]; occlusion: predicted probability [B, 1, S, S].
         """
         visible = 1.0 - occlusion
-
-        def gate(feature: torch.Tensor) -> torch.Tensor:
-            return feature * F.interpolate(visible, size=feature.shape[-2:], mode="area")
-
         x = self.bottleneck(identity)
-        x = self.up8(x, gate(skips[2]))
-        x = self.up4(x, gate(skips[1]))
-        x = self.up2(x, gate(skips[0]))
+        x = self.up8(x, skips[2] * F.avg_pool2d(visible, 8))
+        x = self.up4(x, skips[1] * F.avg_pool2d(visible, 4))
+        x = self.up2(x, skips[0] * F.avg_pool2d(visible, 2))
         x = self.up1(x, image * visible)
         return torch.tanh(self.to_rgb(x))
 

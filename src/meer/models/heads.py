@@ -1,7 +1,7 @@
 """Margin softmax for recognition: margins as pure ``(cosine, labels) -> logits`` transforms.
 
-The class-centre matrix lives in :class:`ClassCentres`, apart from the margin, so the centres
-can be sharded across ranks (see ``meer.models.partial_fc``) without touching the margin.
+The class-centre matrix lives in the loss module apart from the margin, so the centres can be
+sharded across ranks (``meer.models.partial_fc``) without touching the margin.
 """
 
 from __future__ import annotations
@@ -59,26 +59,29 @@ def make_margin(kind: str, scale: float, m1: float = 1.0, m2: float = 0.5, m3: f
     raise ValueError(f"unknown margin {kind!r}: choose arcface, cosface or combined")
 
 
-class ClassCentres(nn.Module):
-    """One learnable unit-norm centre per identity; gives the cosine of embeddings to each."""
+class MarginSoftmaxLoss(nn.Module):
+    """Class centres + a margin + cross-entropy: the recognition loss ``L_rec``.
 
-    def __init__(self, num_classes: int, embedding_dim: int) -> None:
+    One learnable unit-norm centre per identity (``weight`` [num_classes, D]); see
+    :class:`meer.models.partial_fc.ShardedMarginSoftmaxLoss` for the sharded equivalent.
+    """
+
+    def __init__(self, num_classes: int, embedding_dim: int, margin: CombinedMargin) -> None:
         super().__init__()
+        self.margin = margin
         self.weight = nn.Parameter(torch.empty(num_classes, embedding_dim))
         nn.init.normal_(self.weight, std=0.01)
 
-    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """``[B, D]`` -> cosine ``[B, num_classes]``."""
+    def cosine(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """``[B, D]`` -> cosine to every centre ``[B, num_classes]``."""
         return F.linear(F.normalize(embeddings.float()), F.normalize(self.weight.float()))
 
-
-class MarginSoftmaxLoss(nn.Module):
-    """Class centres + a margin + cross-entropy: the recognition loss ``L_rec``."""
-
-    def __init__(self, centres: nn.Module, margin: CombinedMargin) -> None:
-        super().__init__()
-        self.centres = centres
-        self.margin = margin
-
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(self.margin(self.centres(embeddings), labels), labels)
+        return F.cross_entropy(self.margin(self.cosine(embeddings), labels), labels)
+
+    def full_weight(self) -> torch.Tensor:
+        return self.weight.detach()
+
+    def load_full_weight(self, weight: torch.Tensor) -> None:
+        with torch.no_grad():
+            self.weight.copy_(weight)

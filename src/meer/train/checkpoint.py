@@ -53,7 +53,7 @@ def split_state(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torc
 def save_checkpoint(
     run_dir: str | os.PathLike,
     step_name: str,
-    modules: dict[str, torch.nn.Module | None],
+    tensors: dict[str, torch.Tensor],
     train_state: dict[str, Any],
     state: dict[str, Any],
     keep: int = 2,
@@ -64,7 +64,7 @@ def save_checkpoint(
     final = root / step_name
     tmp = Path(tempfile.mkdtemp(prefix=f".{step_name}.", dir=root))
     try:
-        save_file(flat_state(modules), str(tmp / WEIGHTS), metadata={"format": f"meer-{FORMAT_VERSION}"})
+        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": f"meer-{FORMAT_VERSION}"})
         torch.save(train_state, tmp / TRAIN_STATE)
         (tmp / STATE).write_text(json.dumps({"format_version": FORMAT_VERSION, **state}, indent=2, sort_keys=True))
         if final.exists():  # the same step saved twice (e.g. end of stage == periodic save)

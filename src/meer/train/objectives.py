@@ -18,7 +18,6 @@ from meer.config import LossConfig
 from meer.losses.decoupling import occlusion_loss, orthogonality_loss
 from meer.losses.gan import GANLoss, feature_matching_loss
 from meer.losses.identity import id_preserving_loss, pixel_loss
-from meer.models.heads import CombinedMargin
 from meer.models.meer import MEER
 
 
@@ -27,8 +26,7 @@ class Nets:
     """Everything training touches. ``model`` is what ships; the rest exists only to train it."""
 
     model: MEER
-    centres: nn.Module  # ClassCentres or a sharded equivalent: embeddings -> cosine
-    margin: CombinedMargin
+    classifier: nn.Module  # (embeddings, labels) -> margin softmax loss; centres inside
     discriminator: nn.Module | None
     gan: GANLoss
 
@@ -37,13 +35,13 @@ class Nets:
         return {
             "backbone": self.model.backbone,
             "decouple": self.model.decouple,
-            "centres": self.centres,
+            "centres": self.classifier,
             "generator": self.model.generator,
             "discriminator": self.discriminator,
         }
 
     def rec_loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(self.margin(self.centres(embeddings), labels), labels)
+        return self.classifier(embeddings, labels)
 
 
 def generator_objective(

@@ -10,6 +10,7 @@ logging and checkpoints; the objectives in :mod:`meer.train.objectives` own the 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import platform
@@ -33,8 +34,9 @@ from meer.data.faceset import FaceSet
 from meer.io import atomic_write_json, atomic_write_text
 from meer.losses.gan import GANLoss
 from meer.models.discriminator import PatchDiscriminator
-from meer.models.heads import ClassCentres, make_margin
+from meer.models.heads import MarginSoftmaxLoss, make_margin
 from meer.models.meer import MEER, build_model
+from meer.models.partial_fc import ShardedMarginSoftmaxLoss
 from meer.train import checkpoint as ckpt
 from meer.train.distributed import DistEnv, all_reduce_mean, init_distributed
 from meer.train.objectives import Nets, discriminator_objective, generator_objective
@@ -68,12 +70,14 @@ def model_arguments(cfg: Config) -> dict[str, Any]:
 
 
 def build_nets(cfg: Config, num_classes: int) -> Nets:
+    """Model, classifier (sharded across ranks when ``train.shard_centres``) and discriminator."""
     model = build_model(cfg.model, grl_strength=cfg.loss.grl_lambda)
     margin = make_margin(cfg.margin.type, cfg.margin.scale, cfg.margin.m1, cfg.margin.m2, cfg.margin.m3)
+    head = ShardedMarginSoftmaxLoss if cfg.train.shard_centres else MarginSoftmaxLoss
     discriminator = (
         PatchDiscriminator(cfg.model.discriminator_width, cfg.model.discriminator_layers) if cfg.model.generator else None
     )
-    return Nets(model, ClassCentres(num_classes, cfg.model.embedding_dim), margin, discriminator, GANLoss(cfg.loss.gan_mode))
+    return Nets(model, head(num_classes, cfg.model.embedding_dim, margin), discriminator, GANLoss(cfg.loss.gan_mode))
 
 
 def load_faces(cfg: Config) -> FaceSet:
@@ -118,7 +122,7 @@ class GeneratorStep(nn.Module):
     def __init__(self, nets: Nets, cfg: Config, losses: set[str]) -> None:
         super().__init__()
         self.nets = nets
-        self.model, self.centres, self.discriminator = nets.model, nets.centres, nets.discriminator
+        self.model, self.classifier, self.discriminator = nets.model, nets.classifier, nets.discriminator
         self.weights, self.losses = cfg.loss, losses
 
     def forward(self, batch: dict[str, torch.Tensor]):
@@ -227,6 +231,9 @@ class Trainer:
         d_step: nn.Module | None = DiscriminatorStep(self.nets) if train_d else None
         if self.env.distributed:
             ids = [self.env.local_rank] if self.env.device.type == "cuda" else None
+            if isinstance(self.nets.classifier, ShardedMarginSoftmaxLoss):
+                # Each rank owns different centres: DDP must neither broadcast nor average them.
+                DDP._set_params_and_buffers_to_ignore_for_model(g_step, ["classifier.weight"])
             g_step = DDP(g_step, device_ids=ids)
             if d_step is not None:
                 self.nets.discriminator.requires_grad_(True)
@@ -384,6 +391,8 @@ class Trainer:
         self.history.append(entry)
         if not self.env.is_main:
             return
+        with open(self.run_dir / "history.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(entry) + "\n")
         losses = " ".join(f"{k}={v:.4f}" for k, v in record.items() if k not in ("images_per_s", "lr"))
         log.info("%s %d/%d %s | %.1f img/s lr=%.2e", stage.name, step, stage.steps, losses,
                  record["images_per_s"], record["lr"])
@@ -416,6 +425,7 @@ class Trainer:
         )
 
     def save(self, index: int, step: int, state: StageState) -> None:
+        tensors = self.weight_tensors()  # a collective call when the centres are sharded
         if not self.env.is_main:
             return
         stage = state.stage
@@ -432,24 +442,32 @@ class Trainer:
             "stage": stage.name,
             "step": step,
             "num_classes": self.num_classes,
+            "world_size": self.env.world_size,
             "model_args": model_arguments(self.cfg),
             "config": self.cfg.to_dict(),
             "versions": versions(),
         }
         global_step = sum(s.steps for s in self.cfg.stages[:index]) + step
         ckpt.save_checkpoint(
-            self.run_dir, f"step_{global_step:08d}", self.weight_modules(), train_state, meta, self.cfg.train.keep_checkpoints
+            self.run_dir, f"step_{global_step:08d}", tensors, train_state, meta, self.cfg.train.keep_checkpoints
         )
 
-    def weight_modules(self) -> dict[str, nn.Module | None]:
-        return {"model": self.nets.model, "centres": self.nets.centres, "discriminator": self.nets.discriminator}
+    def weight_tensors(self) -> dict[str, torch.Tensor]:
+        """Every network's weights, unwrapped, with the full (gathered) class-centre matrix."""
+        tensors = ckpt.flat_state({"model": self.nets.model, "discriminator": self.nets.discriminator})
+        tensors["centres.weight"] = self.nets.classifier.full_weight().cpu().contiguous().clone()
+        return tensors
 
-    def restore(self, path: Path) -> tuple[int, int, dict[str, Any]]:
+    def restore(self, path: Path) -> tuple[int, int, dict[str, Any] | None]:
         """Load weights from ``path``; returns (stage index, step, training state)."""
         meta = ckpt.read_state(path)
         if meta["num_classes"] != self.num_classes:
             raise ValueError(f"{path} was trained on {meta['num_classes']} identities, this data has {self.num_classes}")
-        load_nets_weights(self.weight_modules(), ckpt.load_weights(path))
+        tensors = ckpt.load_weights(path)
+        self.nets.model.load_state_dict(ckpt.split_state(tensors, "model"))
+        if self.nets.discriminator is not None:
+            self.nets.discriminator.load_state_dict(ckpt.split_state(tensors, "discriminator"))
+        self.nets.classifier.load_full_weight(tensors["centres.weight"].to(self.env.device))
         train_state = ckpt.load_train_state(path)
         torch.set_rng_state(train_state["torch_rng"])
         if "cuda_rng" in train_state and torch.cuda.is_available():
@@ -472,12 +490,6 @@ class Trainer:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
-
-
-def load_nets_weights(modules: dict[str, nn.Module | None], tensors: dict[str, torch.Tensor]) -> None:
-    for prefix, module in modules.items():
-        if module is not None:
-            module.load_state_dict(ckpt.split_state(tensors, prefix))
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[MEER, Config, dict[str, Any]]:
