@@ -1,0 +1,129 @@
+"""Closed-set identification (DESIGN.md, Protocols): masked probes against an unmasked gallery.
+
+Every probe is ranked against the gallery *identities* by cosine similarity; rank-k accuracy
+is the share of probes whose true identity is among the k best, and the CMC curve gives it
+for every k.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from meer.eval.verification import l2_normalise
+
+Aggregate = Literal["max", "mean"]
+
+# Probes are scored in blocks so the [Q, G] similarity matrix never has to fit in memory at once.
+_PROBE_BLOCK = 1024
+
+
+@dataclass
+class IdentificationResult:
+    """Rank-k accuracies (``rank_accuracy[k]`` in [0, 1]) and the CMC curve.
+
+    ``cmc[k - 1]`` is the rank-k accuracy for ``k = 1 .. num_gallery_identities``.
+    """
+
+    rank_accuracy: dict[int, float]
+    num_probes: int
+    num_gallery_identities: int
+    num_gallery_images: int
+    aggregate: str
+    cmc: np.ndarray = field(repr=False)  # float [num_gallery_identities]
+
+    def to_dict(self, cmc: bool = False) -> dict[str, Any]:
+        """Plain Python types for JSON; the CMC curve only with ``cmc=True``."""
+        out: dict[str, Any] = {
+            "rank_accuracy": {str(k): float(v) for k, v in self.rank_accuracy.items()},
+            "num_probes": self.num_probes,
+            "num_gallery_identities": self.num_gallery_identities,
+            "num_gallery_images": self.num_gallery_images,
+            "aggregate": self.aggregate,
+        }
+        if cmc:
+            out["cmc"] = self.cmc.tolist()
+        return out
+
+
+def identify(
+    probe_emb: np.ndarray,
+    probe_labels: np.ndarray,
+    gallery_emb: np.ndarray,
+    gallery_labels: np.ndarray,
+    ranks: Sequence[int] = (1, 5),
+    aggregate: Aggregate = "max",
+) -> IdentificationResult:
+    """Rank-k identification accuracy of probes against a gallery.
+
+    Args:
+        probe_emb: probe embeddings ``[Q, D]`` (any norm; L2-normalised here).
+        probe_labels: identity of each probe ``[Q]`` (ints or strings).
+        gallery_emb: gallery embeddings ``[G, D]``; an identity may have several images.
+        gallery_labels: identity of each gallery image ``[G]``.
+        ranks: the k's to report; each must be at most the number of gallery identities.
+        aggregate: how several gallery images of one identity give one score:
+            ``"max"`` — the best cosine over its images (default);
+            ``"mean"`` — cosine to the normalised mean of its normalised embeddings.
+
+    A probe's rank is 1 + the number of *other* identities scoring at least as high as its
+    own, so ties count against the probe (degenerate, all-equal embeddings get the worst
+    rank, not the best). Closed set: a probe whose identity has no gallery image is a
+    ``ValueError``.
+    """
+    probe_emb = l2_normalise(probe_emb)
+    gallery_emb = l2_normalise(gallery_emb)
+    probe_labels = np.asarray(probe_labels)
+    gallery_labels = np.asarray(gallery_labels)
+    if len(probe_emb) == 0 or len(gallery_emb) == 0:
+        raise ValueError(f"need probes and a gallery; got {len(probe_emb)} probes, {len(gallery_emb)} gallery images")
+    if probe_emb.shape[1] != gallery_emb.shape[1]:
+        raise ValueError(f"probe and gallery dimensions differ: {probe_emb.shape} vs {gallery_emb.shape}")
+    if probe_labels.shape != (len(probe_emb),) or gallery_labels.shape != (len(gallery_emb),):
+        raise ValueError("need one label per probe and one per gallery image")
+    if aggregate not in ("max", "mean"):
+        raise ValueError(f"aggregate must be 'max' or 'mean', got {aggregate!r}")
+
+    identities, gallery_index = np.unique(gallery_labels, return_inverse=True)
+    probe_index = np.searchsorted(identities, probe_labels).clip(max=len(identities) - 1)
+    missing = identities[probe_index] != probe_labels
+    if missing.any():
+        absent = np.unique(probe_labels[missing])
+        raise ValueError(
+            f"{int(missing.sum())} probes belong to {len(absent)} identities absent from the gallery "
+            f"(e.g. {absent[:5].tolist()}); closed-set identification needs every probe identity in it"
+        )
+    num_identities = len(identities)
+    bad = [k for k in ranks if not 1 <= k <= num_identities]
+    if bad:
+        raise ValueError(f"ranks {bad} outside 1..{num_identities} (the number of gallery identities)")
+
+    order = np.argsort(gallery_index, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(gallery_index[order]) != 0])
+    if aggregate == "mean":
+        centres = np.add.reduceat(gallery_emb[order], starts, axis=0)
+        centres = l2_normalise(centres)
+
+    probe_ranks = np.empty(len(probe_emb), np.int64)
+    for begin in range(0, len(probe_emb), _PROBE_BLOCK):
+        block = slice(begin, begin + _PROBE_BLOCK)
+        if aggregate == "max":
+            scores = np.maximum.reduceat(probe_emb[block] @ gallery_emb[order].T, starts, axis=1)
+        else:
+            scores = probe_emb[block] @ centres.T
+        own = np.take_along_axis(scores, probe_index[block, None], axis=1)
+        probe_ranks[block] = (scores >= own).sum(axis=1)  # counts the own identity too: rank >= 1
+
+    cmc = np.cumsum(np.bincount(probe_ranks - 1, minlength=num_identities)) / len(probe_ranks)
+    return IdentificationResult(
+        rank_accuracy={int(k): float(cmc[k - 1]) for k in ranks},
+        num_probes=len(probe_ranks),
+        num_gallery_identities=num_identities,
+        num_gallery_images=len(gallery_emb),
+        aggregate=aggregate,
+        cmc=cmc,
+    )
+

@@ -1,0 +1,73 @@
+"""ONNX export of the embedding network and of the unmasking generator.
+
+Uses PyTorch's ``torch.export``-based exporter (needs the ``onnx`` extra: onnx, onnxscript,
+onnxruntime) with a dynamic batch dimension, and checks the result against PyTorch with
+ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from meer.models.meer import MEER
+
+
+class EmbeddingNetwork(nn.Module):
+    """``images [B, 3, S, S]`` in [-1, 1] -> unit-norm embeddings ``[B, D]``."""
+
+    def __init__(self, model: MEER) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.model(images).embedding)
+
+
+class UnmaskNetwork(nn.Module):
+    """``images [B, 3, S, S]`` -> ``(restored [B, 3, S, S], occlusion probability [B, 1, S, S])``."""
+
+    def __init__(self, model: MEER) -> None:
+        super().__init__()
+        if model.generator is None:
+            raise ValueError("this model has no generator to export")
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        unmasked = self.model.unmask(images)
+        return unmasked.restored, unmasked.occlusion
+
+
+def export_onnx(network: nn.Module, size: int, path: str | Path, max_batch: int = 4096) -> Path:
+    """Export ``network`` (eval mode, fp32, CPU) with a dynamic batch axis to ``path``."""
+    try:
+        import onnxscript  # noqa: F401  (the exporter needs it; fail with a clear message)
+    except ImportError as err:
+        raise ValueError("ONNX export needs the onnx extra: pip install 'meer[onnx]'") from err
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    network = network.eval().cpu().float()
+    example = torch.zeros(2, 3, size, size)
+    batch = torch.export.Dim("batch", min=1, max=max_batch)
+    program = torch.onnx.export(network, (example,), dynamo=True, input_names=["images"],
+                                dynamic_shapes=({0: batch},), verbose=False)
+    tmp = path.with_suffix(".onnx.tmp")
+    program.save(str(tmp))
+    tmp.replace(path)
+    return path
+
+
+def onnx_max_abs_diff(network: nn.Module, path: str | Path, images: torch.Tensor) -> list[float]:
+    """Largest absolute difference of every output, ONNX Runtime vs PyTorch, on ``images``."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    onnx_out = session.run(None, {session.get_inputs()[0].name: images.numpy()})
+    with torch.no_grad():
+        torch_out = network.eval()(images)
+    torch_out = torch_out if isinstance(torch_out, tuple) else (torch_out,)
+    return [float(np.abs(a - b.numpy()).max()) for a, b in zip(onnx_out, torch_out)]

@@ -1,0 +1,47 @@
+"""ONNX export of the embedding network and the unmasking generator, checked with ONNX Runtime."""
+
+import pytest
+import torch
+
+from meer.export import EmbeddingNetwork, UnmaskNetwork, export_onnx, onnx_max_abs_diff
+from meer.models.meer import MEER
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return MEER("iresnet18", width=0.125, input_size=32, embedding_dim=32, generator_width=8).eval()
+
+
+def test_embedding_network_matches_pytorch(model, tmp_path):
+    path = export_onnx(EmbeddingNetwork(model), 32, tmp_path / "embed.onnx")
+    images = torch.rand(5, 3, 32, 32) * 2 - 1  # another batch size than the export example
+    (diff,) = onnx_max_abs_diff(EmbeddingNetwork(model), path, images)
+    assert diff < 1e-4
+
+
+def test_unmask_network_matches_pytorch(model, tmp_path):
+    import onnxruntime as ort
+
+    network = UnmaskNetwork(model)
+    path = export_onnx(network, 32, tmp_path / "unmask.onnx")
+    images = torch.rand(3, 3, 32, 32) * 2 - 1
+    restored_diff, occlusion_diff = onnx_max_abs_diff(network, path, images)
+    assert occlusion_diff < 1e-4
+    # The composite thresholds the occlusion: a pixel whose probability sits within float
+    # noise of the threshold may fall on either side, so compare every other pixel.
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    onnx_restored, _ = session.run(None, {"images": images.numpy()})
+    with torch.no_grad():
+        restored, occlusion = network(images)
+    clear = ((occlusion - model.occlusion_threshold).abs() > 1e-4).expand_as(restored)
+    assert clear.float().mean() > 0.9
+    assert (torch.from_numpy(onnx_restored) - restored)[clear].abs().max() < 1e-4
+
+
+def test_model_without_generator_cannot_export_unmasking():
+    with pytest.raises(ValueError, match="no generator"):
+        UnmaskNetwork(MEER("iresnet18", width=0.125, input_size=32, generator=False))
