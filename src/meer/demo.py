@@ -14,16 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from meer.config import Config, load_config
-from meer.data.faceset import FaceSet
 from meer.data.masks import MASK_TYPES
 from meer.data.synthetic import SyntheticFaces
-from meer.eval.embed import render_test_masks
-from meer.eval.evaluate import embed_both, evaluate_synthesis, verify_settings
 from meer.eval.pairs import SETTINGS, make_pairs
-from meer.eval.report import image_grid, markdown_table, plot_roc, write_metrics_json
+from meer.eval.report import markdown_table, plot_roc, write_metrics_json
+from meer.eval.suite import VerificationSet, run_verification, write_restoration_grid
 from meer.io import atomic_write_text
 from meer.train.trainer import Trainer, versions
 
@@ -41,6 +37,7 @@ class DemoSettings:
     folds: int = 10
     pairs_per_fold: int = 100  # same and different pairs each
     grid_rows: int = 8
+    step_scale: float = 1.0  # multiplies every stage's steps (quick checks use e.g. 0.05)
     overrides: list[str] = field(default_factory=list)
 
 
@@ -53,6 +50,9 @@ def run_demo(out_dir: str | Path = "runs/demo", settings: DemoSettings | None = 
         name: load_config(config, [*settings.overrides, f"train.out_dir={out / slug(name)}"])
         for name, config in SYSTEMS.items()
     }
+    for cfg in configs.values():
+        for stage in cfg.stages:
+            stage.steps = max(1, round(stage.steps * settings.step_scale))
     meer_cfg = configs["MEER"]
     data = meer_cfg.data
     log.info("generating %d x %d synthetic training faces and %d x %d held-out faces (%dx%d)",
@@ -65,39 +65,37 @@ def run_demo(out_dir: str | Path = "runs/demo", settings: DemoSettings | None = 
         settings.test_identities, settings.test_images_per_identity, meer_cfg.model.input_size,
         data.synthetic_seed + TEST_SEED_OFFSET,
     ).generate()
-    masked = render_test_masks(test_faces, MASK_SEED, tuple(data.mask_types))
     pairs = make_pairs(test_faces.labels, settings.folds, settings.pairs_per_fold, seed=MASK_SEED)
 
+    protocol_set = VerificationSet("synthetic-heldout", test_faces, pairs)
     metrics: dict[str, Any] = {"systems": {}, "protocol": protocol(settings, len(pairs)), "versions": versions()}
-    results, restorations = {}, None
+    results, meer_result = {}, None
     for name, cfg in configs.items():
         log.info("training %s (%s)", name, ", ".join(f"{s.name} {s.steps}" for s in cfg.stages))
         tick = time.perf_counter()
         trainer = Trainer(cfg, train_faces, progress=progress)
         trainer.fit(resume=False)
         train_seconds = time.perf_counter() - tick
-        model = trainer.nets.model.eval()
-        embeddings = embed_both(model, test_faces, masked, progress=progress)
-        verification = verify_settings(embeddings, pairs)
+        result = run_verification(trainer.nets.model.eval(), protocol_set, MASK_SEED, tuple(data.mask_types),
+                                  progress=progress)
         entry: dict[str, Any] = {
-            "config": cfg.train.out_dir,
+            "run_folder": cfg.train.out_dir,
             "train_seconds": round(train_seconds, 1),
-            "verification": {k: v.to_dict() for k, v in verification.items()},
+            "verification": {k: v.to_dict() for k, v in result["verification"].items()},
         }
-        synthesis = None
-        if model.generator is not None:
-            synthesis, restorations = evaluate_synthesis(model, test_faces, masked, embeddings)
-            entry["synthesis"] = synthesis.to_dict()
+        if result["synthesis"] is not None:
+            entry["synthesis"] = result["synthesis"].to_dict()
+            meer_result = result
         metrics["systems"][name] = entry
-        results[name] = (verification, synthesis, train_seconds)
+        results[name] = (result["verification"], result["synthesis"], train_seconds)
 
     report = out / "report"
     report.mkdir(parents=True, exist_ok=True)
     for setting in SETTINGS:
         plot_roc({name: r[0][setting] for name, r in results.items()}, report / f"roc_{setting}.png",
                  f"ROC, {setting} (held-out synthetic identities)")
-    if restorations is not None:
-        write_grid(report / "restorations.png", test_faces, masked, restorations, settings.grid_rows)
+    if meer_result is not None:
+        write_restoration_grid(report / "restorations.png", meer_result, settings.grid_rows)
     metrics["wall_seconds"] = round(time.perf_counter() - start, 1)
     write_metrics_json(report / "metrics.json", metrics)
     table = summary_table(results)
@@ -175,13 +173,3 @@ other folds; mean over folds). Masks rendered once per test image (seed {MASK_SE
 Files: `metrics.json`, `restorations.png` (masked input / predicted occlusion / restored /
 clean), `roc_U-U.png`, `roc_M-U.png`, `roc_M-M.png`.
 """
-
-
-def write_grid(path: Path, faces: FaceSet, masked, restorations, rows: int) -> None:
-    """Masked input / predicted occlusion / restored / clean for the first masked test faces."""
-    chosen = np.flatnonzero(masked.mask_type > 0)[:rows]
-    grid = []
-    for i in chosen:
-        occlusion = (restorations.occlusion[i] * 255).round().astype(np.uint8)
-        grid.append([masked.images[i], occlusion, restorations.restored[i], np.asarray(faces.images[i])])
-    image_grid(grid, path, col_labels=["masked input", "predicted occlusion", "restored", "clean"])

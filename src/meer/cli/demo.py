@@ -11,6 +11,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                         help="config override applied to both systems, e.g. --set data.synthetic_identities=100")
+    parser.add_argument("--step-scale", type=float, default=1.0, metavar="X",
+                        help="multiply every training stage's steps by X (e.g. 0.05 for a smoke run)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 
@@ -18,5 +20,5 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from meer.demo import DemoSettings, run_demo
 
-    run_demo(args.out, DemoSettings(overrides=args.overrides), progress=not args.quiet)
+    run_demo(args.out, DemoSettings(step_scale=args.step_scale, overrides=args.overrides), progress=not args.quiet)
     return 0

@@ -65,6 +65,16 @@ class FaceSet:
     def num_identities(self) -> int:
         return int(self.labels.max()) + 1 if len(self.labels) else 0
 
+    def resized(self, size: int) -> FaceSet:
+        """The same faces at ``size`` x ``size`` (area interpolation), landmarks scaled, in memory."""
+        if size == self.size:
+            return self
+        import cv2
+
+        images = np.stack([cv2.resize(np.asarray(im), (size, size), interpolation=cv2.INTER_AREA) for im in self.images])
+        scale = size / self.size
+        return FaceSet(images, (self.landmarks * scale).astype(np.float32), self.labels, self.names)
+
     def subset(self, index: np.ndarray) -> FaceSet:
         """Rows ``index``; labels are kept as they are (not renumbered)."""
         return FaceSet(self.images[index], self.landmarks[index], self.labels[index], self.names)

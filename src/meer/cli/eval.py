@@ -1,0 +1,116 @@
+"""``meer eval``: verification (U-U / M-U / M-M), masked identification and synthesis quality.
+
+Examples:
+  meer eval runs/tiny --synthetic
+  meer eval runs/lfw-meer --lfw-cache /data/lfw112 --pairs lfw/pairs.txt --folds 6-10 \\
+            --masked-cache /data/rmfrd112 --masked-root rmfrd-dev -o runs/lfw-meer/eval
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def parse_folds(text: str | None) -> list[int] | None:
+    """``"6-10"`` or ``"1,3,5"`` (1-based, as LFW numbers them) -> 0-based fold indices."""
+    if not text:
+        return None
+    folds: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        try:
+            folds.extend(range(int(lo), int(hi or lo) + 1))
+        except ValueError:
+            raise ValueError(f"--folds must look like 6-10 or 1,2,3, got {text!r}") from None
+    if min(folds) < 1:
+        raise ValueError("--folds are numbered from 1")
+    return [f - 1 for f in folds]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("eval", help="evaluate a checkpoint on verification / identification protocols",
+                            description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", help="checkpoint folder or run folder")
+    parser.add_argument("-o", "--out", help="report folder (default: <checkpoint>/eval)")
+    parser.add_argument("--synthetic", action="store_true", help="held-out synthetic identities (as the demo)")
+    parser.add_argument("--lfw-cache", help="aligned cache of the pairs' images (meer prepare)")
+    parser.add_argument("--pairs", help="pairs file in LFW pairs.txt format")
+    parser.add_argument("--folds", help="only these folds, 1-based, e.g. 6-10")
+    parser.add_argument("--masked-cache", help="aligned cache of a <person>/masked_* + unmasked_* folder")
+    parser.add_argument("--masked-root", help="that folder itself (to list probes and gallery)")
+    parser.add_argument("--flip", action="store_true", help="flip test-time augmentation")
+    parser.add_argument("--mask-seed", type=int, default=12345, help="seed of the rendered test masks")
+    parser.add_argument("--calibrate", metavar="SETTING", choices=["U-U", "M-U", "M-M"],
+                        help="store the best-accuracy threshold of this setting in the checkpoint "
+                             "(use validation data, never test data)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", action="store_true", help="print metrics.json to stdout")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from meer.calibration import Calibration, write_calibration
+    from meer.cli import MeerError
+    from meer.eval.suite import VerificationSet, pooled_threshold, run_verification, write_report
+    from meer.train.checkpoint import find_checkpoint
+    from meer.train.trainer import load_model
+
+    if not (args.synthetic or args.lfw_cache or args.masked_cache):
+        raise MeerError("name at least one protocol: --synthetic, --lfw-cache/--pairs or --masked-cache/--masked-root")
+    if bool(args.lfw_cache) != bool(args.pairs):
+        raise MeerError("--lfw-cache and --pairs go together")
+    if bool(args.masked_cache) != bool(args.masked_root):
+        raise MeerError("--masked-cache and --masked-root go together")
+    checkpoint = find_checkpoint(args.checkpoint)
+    model, cfg, _ = load_model(checkpoint, args.device)
+    progress = not args.quiet
+    protocols: list[VerificationSet] = []
+    if args.synthetic:
+        from meer.data.synthetic import SyntheticFaces
+        from meer.demo import TEST_SEED_OFFSET, DemoSettings
+        from meer.eval.pairs import make_pairs
+
+        demo = DemoSettings()
+        faces = SyntheticFaces(demo.test_identities, demo.test_images_per_identity, cfg.model.input_size,
+                               cfg.data.synthetic_seed + TEST_SEED_OFFSET).generate()
+        protocols.append(VerificationSet("synthetic", faces, make_pairs(faces.labels, demo.folds, demo.pairs_per_fold,
+                                                                        seed=args.mask_seed)))
+    if args.lfw_cache:
+        from meer.data.cache import FaceCache
+        from meer.data.protocols import read_lfw_pairs
+        from meer.eval.real import resolve_pairs
+
+        faces, pairs = resolve_pairs(FaceCache.open(args.lfw_cache), read_lfw_pairs(args.pairs), parse_folds(args.folds))
+        protocols.append(VerificationSet("pairs", faces, pairs))
+    results = {}
+    for protocol in protocols:
+        results[protocol.name] = run_verification(model, protocol, args.mask_seed, tuple(cfg.data.mask_types),
+                                                  args.flip, progress)
+    identification = None
+    if args.masked_cache:
+        from meer.data.cache import FaceCache
+        from meer.data.protocols import masked_folder_protocol
+        from meer.eval.real import masked_identification
+
+        result, counts = masked_identification(model, FaceCache.open(args.masked_cache),
+                                               masked_folder_protocol(args.masked_root), args.flip, progress=progress)
+        identification = {"masked": {**result.to_dict(), "counts": counts}}
+    out = Path(args.out) if args.out else checkpoint / "eval"
+    extra = {"flip": args.flip, "mask_seed": args.mask_seed, "folds": args.folds}
+    write_report(out, cfg.train.out_dir, str(checkpoint), results, identification, extra)
+    if args.calibrate:
+        protocol = protocols[0] if protocols else None
+        if protocol is None:
+            raise MeerError("--calibrate needs a verification protocol")
+        threshold, accuracy = pooled_threshold(results[protocol.name], protocol, args.calibrate)
+        write_calibration(checkpoint, Calibration(threshold, f"{protocol.name} {args.calibrate}", accuracy, args.calibrate))
+        print(f"calibrated threshold {threshold:.4f} (accuracy {accuracy:.4f} on {protocol.name} {args.calibrate})")
+    if args.json:
+        print((out / "metrics.json").read_text())
+    else:
+        print((out / "summary.md").read_text())
+        print(f"report: {out}")
+    return 0

@@ -1,0 +1,71 @@
+"""Protocols on real photos, resolved against an aligned cache written by ``meer prepare``.
+
+* LFW-style verification pairs (optionally a subset of folds, e.g. View-2 folds 6-10, the
+  test folds of the small-scale benchmark);
+* masked probes against an unmasked gallery (``<person>/masked_*`` + ``unmasked_*``, RMFRD).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from meer.data.cache import FaceCache
+from meer.data.faceset import FaceSet
+from meer.data.protocols import MaskedProtocol, PairList
+from meer.eval.embed import embed_images
+from meer.eval.identification import IdentificationResult, identify
+from meer.eval.pairs import Pairs
+from meer.models.meer import MEER
+
+
+def resolve_pairs(cache: FaceCache, pairs: PairList, folds: Sequence[int] | None = None) -> tuple[FaceSet, Pairs]:
+    """The faces a pair list uses (once each) and the pairs as rows of that subset.
+
+    ``folds`` keeps only those folds (0-based) and renumbers them 0..K-1. Every image must be
+    in the cache: a missing one is an error naming it, since dropping pairs silently would
+    change the protocol.
+    """
+    keep = np.ones(len(pairs), bool) if folds is None else np.isin(pairs.fold, list(folds))
+    if not keep.any():
+        raise ValueError(f"no pairs in folds {list(folds or [])}")
+    first = [k for k, m in zip(pairs.first, keep) if m]
+    second = [k for k, m in zip(pairs.second, keep) if m]
+    rows_first, rows_second = cache.rows(first), cache.rows(second)
+    missing = sorted({k for k, r in zip(first + second, np.concatenate([rows_first, rows_second])) if r < 0})
+    if missing:
+        raise ValueError(f"{len(missing)} pair images are not in the cache {cache.path}, e.g. {missing[0]}")
+    used, inverse = np.unique(np.concatenate([rows_first, rows_second]), return_inverse=True)
+    n = len(first)
+    _, fold = np.unique(pairs.fold[keep], return_inverse=True)
+    subset = FaceSet(np.asarray(cache.faces.images[used]), cache.faces.landmarks[used], cache.faces.labels[used],
+                     cache.faces.names)
+    return subset, Pairs(inverse[:n], inverse[n:], pairs.same[keep], fold.astype(np.int64))
+
+
+def masked_identification(
+    model: MEER, cache: FaceCache, protocol: MaskedProtocol, flip: bool = False, batch_size: int = 256,
+    progress: bool = False,
+) -> tuple[IdentificationResult, dict[str, int]]:
+    """Rank-1 / rank-5 of masked probes against the unmasked gallery.
+
+    Probes or gallery images that ``meer prepare`` could not align are left out and counted.
+    Returns the result and the counts.
+    """
+    size = model.input_size
+    probe_rows, gallery_rows = cache.rows(protocol.probes), cache.rows(protocol.gallery)
+    probe_ok, gallery_ok = probe_rows >= 0, gallery_rows >= 0
+    gallery_labels = protocol.gallery_labels[gallery_ok]
+    probe_ok &= np.isin(protocol.probe_labels, gallery_labels)
+    gallery = embed_images(model, cache.faces.subset(gallery_rows[gallery_ok]).resized(size).images, batch_size,
+                           flip, progress, "embed gallery")
+    probes = embed_images(model, cache.faces.subset(probe_rows[probe_ok]).resized(size).images, batch_size,
+                          flip, progress, "embed probes")
+    result = identify(probes, protocol.probe_labels[probe_ok], gallery, gallery_labels, ranks=(1, 5))
+    counts = {
+        "probes": int(probe_ok.sum()), "probes_dropped": int((~probe_ok).sum()),
+        "gallery": int(gallery_ok.sum()), "gallery_dropped": int((~gallery_ok).sum()),
+        "fallback_aligned": int(cache.fallback[np.concatenate([probe_rows[probe_ok], gallery_rows[gallery_ok]])].sum()),
+    }
+    return result, counts

@@ -1,0 +1,123 @@
+"""The evaluation suite behind ``meer eval``: run the protocols a user names on one model and
+write a report folder (metrics.json, summary.md, ROC curves, a restoration grid)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from meer.data.faceset import FaceSet
+from meer.eval.embed import render_test_masks
+from meer.eval.evaluate import embed_both, evaluate_synthesis, verify_settings
+from meer.eval.pairs import SETTINGS, Pairs
+from meer.eval.report import image_grid, markdown_table, plot_roc, write_metrics_json
+from meer.eval.verification import best_threshold, cosine_scores
+from meer.io import atomic_write_text
+from meer.models.meer import MEER
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class VerificationSet:
+    """Faces and pairs of one verification protocol (e.g. LFW folds 6-10)."""
+
+    name: str
+    faces: FaceSet
+    pairs: Pairs
+
+
+def run_verification(
+    model: MEER, protocol: VerificationSet, mask_seed: int = 12345, mask_types: tuple[str, ...] = ("surgical", "n95", "cloth"),
+    flip: bool = False, progress: bool = False,
+) -> dict[str, Any]:
+    """U-U / M-U / M-M verification (+ synthesis quality when the model has a generator).
+
+    Returns ``{"verification": {setting: VerificationResult}, "synthesis": SynthesisResult | None,
+    "restorations": ..., "masked": ..., "embeddings": ...}``.
+    """
+    faces = protocol.faces.resized(model.input_size)
+    masked = render_test_masks(faces, mask_seed, mask_types)
+    embeddings = embed_both(model, faces, masked, flip=flip, progress=progress)
+    out: dict[str, Any] = {
+        "verification": verify_settings(embeddings, protocol.pairs),
+        "synthesis": None, "restorations": None, "masked": masked, "faces": faces, "embeddings": embeddings,
+    }
+    if model.generator is not None:
+        out["synthesis"], out["restorations"] = evaluate_synthesis(model, faces, masked, embeddings, progress=progress)
+    return out
+
+
+def pooled_threshold(result: dict[str, Any], protocol: VerificationSet, setting: str) -> tuple[float, float]:
+    """The accuracy-maximising cosine threshold over all pairs of ``setting``: (threshold, accuracy)."""
+    from meer.eval.pairs import setting_embeddings
+
+    emb = result["embeddings"]
+    first, second = setting_embeddings(setting, protocol.pairs, emb.clean, emb.masked)
+    return best_threshold(cosine_scores(first, second), protocol.pairs.same)
+
+
+def verification_rows(name: str, result: dict[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {"protocol": name}
+    for setting in SETTINGS:
+        v = result["verification"][setting]
+        row[f"acc_{setting}"] = v.accuracy_mean * 100
+        row[f"std_{setting}"] = v.accuracy_std * 100
+    mu = result["verification"]["M-U"]
+    row["tar2"] = mu.tar_at_far[1e-2] * 100
+    row["tar3"] = mu.tar_at_far[1e-3] * 100
+    row["auc"], row["eer"] = mu.auc, mu.eer * 100
+    synthesis = result["synthesis"]
+    row["psnr"] = synthesis.psnr if synthesis else None
+    row["ssim"] = synthesis.ssim if synthesis else None
+    row["idsim"] = synthesis.identity_similarity if synthesis else None
+    return row
+
+
+VERIFICATION_COLUMNS = [
+    ("protocol", "Protocol", "{}"),
+    ("acc_U-U", "U-U acc %", "{:.2f}"), ("acc_M-U", "M-U acc %", "{:.2f}"), ("std_M-U", "M-U std", "{:.2f}"),
+    ("acc_M-M", "M-M acc %", "{:.2f}"), ("tar2", "M-U TAR@1e-2 %", "{:.1f}"), ("tar3", "M-U TAR@1e-3 %", "{:.1f}"),
+    ("auc", "M-U AUC", "{:.4f}"), ("eer", "M-U EER %", "{:.2f}"),
+    ("psnr", "PSNR mask dB", "{:.2f}"), ("ssim", "SSIM mask", "{:.3f}"), ("idsim", "ID sim", "{:.3f}"),
+]
+
+
+def write_report(out: Path, name: str, checkpoint: str, results: dict[str, dict[str, Any]],
+                 identification: dict[str, Any] | None, extra: dict[str, Any]) -> Path:
+    """metrics.json + summary.md + roc_<protocol>.png + restorations_<protocol>.png in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    metrics: dict[str, Any] = {"checkpoint": checkpoint, **extra, "verification": {}, "synthesis": {}}
+    rows = []
+    for protocol, result in results.items():
+        metrics["verification"][protocol] = {k: v.to_dict() for k, v in result["verification"].items()}
+        if result["synthesis"] is not None:
+            metrics["synthesis"][protocol] = result["synthesis"].to_dict()
+            write_restoration_grid(out / f"restorations_{protocol}.png", result)
+        plot_roc(result["verification"], out / f"roc_{protocol}.png", f"{name}: ROC on {protocol}")
+        rows.append(verification_rows(protocol, result))
+    text = f"# meer eval: {name}\n\nCheckpoint: `{checkpoint}`\n\n"
+    if rows:
+        text += markdown_table(rows, VERIFICATION_COLUMNS) + "\n\n"
+    if identification:
+        metrics["identification"] = identification
+        id_rows = [{"protocol": k, "r1": v["rank_accuracy"]["1"] * 100, "r5": v["rank_accuracy"]["5"] * 100,
+                    "probes": v["num_probes"], "ids": v["num_gallery_identities"]} for k, v in identification.items()]
+        text += markdown_table(id_rows, [("protocol", "Protocol", "{}"), ("r1", "rank-1 %", "{:.2f}"),
+                                         ("r5", "rank-5 %", "{:.2f}"), ("probes", "probes", "{}"),
+                                         ("ids", "gallery identities", "{}")]) + "\n"
+    write_metrics_json(out / "metrics.json", metrics)
+    atomic_write_text(out / "summary.md", text)
+    return out
+
+
+def write_restoration_grid(path: Path, result: dict[str, Any], rows: int = 8) -> None:
+    masked, restorations, faces = result["masked"], result["restorations"], result["faces"]
+    chosen = np.flatnonzero(masked.mask_type > 0)[:rows]
+    grid = [[masked.images[i], (restorations.occlusion[i] * 255).round().astype(np.uint8),
+             restorations.restored[i], np.asarray(faces.images[i])] for i in chosen]
+    image_grid(grid, path, col_labels=["masked input", "predicted occlusion", "restored", "clean"])
