@@ -33,7 +33,12 @@ from meer.data.protocols import masked_folder_protocol, read_lfw_pairs
 from meer.eval.pairs import make_pairs
 from meer.eval.real import masked_identification, resolve_pairs
 from meer.eval.report import markdown_table, write_metrics_json
-from meer.eval.suite import VerificationSet, pooled_threshold, run_verification, write_restoration_grid
+from meer.eval.suite import (
+    VerificationSet,
+    pooled_threshold,
+    run_verification,
+    write_restoration_grid,
+)
 from meer.io import atomic_write_text
 from meer.train.checkpoint import latest_checkpoint
 from meer.train.trainer import Trainer, load_model, versions
