@@ -136,3 +136,12 @@ def test_margin_softmax_loss_is_cross_entropy_of_margin_logits():
     assert cos.shape == (3, 5) and cos.abs().max() <= 1 + 1e-6
     expected = torch.nn.functional.cross_entropy(margin(cos, labels), labels)
     assert torch.allclose(loss_fn(embeddings, labels), expected)
+
+
+def test_centre_initialisation_does_not_depend_on_sharding():
+    from meer.models.heads import init_centres
+
+    full = init_centres(0, 9000, 4, seed=5)
+    shards = [init_centres(a, b, 4, seed=5) for a, b in [(0, 3000), (3000, 8191), (8191, 9000)]]
+    assert torch.equal(torch.cat(shards), full)
+    assert not torch.equal(init_centres(0, 10, 4, seed=6), full[:10])

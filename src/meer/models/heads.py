@@ -59,6 +59,20 @@ def make_margin(kind: str, scale: float, m1: float = 1.0, m2: float = 0.5, m3: f
     raise ValueError(f"unknown margin {kind!r}: choose arcface, cosface or combined")
 
 
+def init_centres(start: int, end: int, embedding_dim: int, seed: int, chunk: int = 4096) -> torch.Tensor:
+    """Rows ``[start, end)`` of a N(0, 0.01) centre matrix that depends only on ``seed``.
+
+    Drawn in fixed chunks of rows, each from its own generator, so a rank holding a shard
+    gets exactly the rows an unsharded head would have, without building the whole matrix.
+    """
+    rows = []
+    for first in range(start // chunk * chunk, end, chunk):
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + first // chunk)
+        block = torch.randn(chunk, embedding_dim, generator=generator) * 0.01
+        rows.append(block[max(start - first, 0) : min(end - first, chunk)])
+    return torch.cat(rows) if rows else torch.empty(0, embedding_dim)
+
+
 class MarginSoftmaxLoss(nn.Module):
     """Class centres + a margin + cross-entropy: the recognition loss ``L_rec``.
 
@@ -66,11 +80,10 @@ class MarginSoftmaxLoss(nn.Module):
     :class:`meer.models.partial_fc.ShardedMarginSoftmaxLoss` for the sharded equivalent.
     """
 
-    def __init__(self, num_classes: int, embedding_dim: int, margin: CombinedMargin) -> None:
+    def __init__(self, num_classes: int, embedding_dim: int, margin: CombinedMargin, seed: int = 0) -> None:
         super().__init__()
         self.margin = margin
-        self.weight = nn.Parameter(torch.empty(num_classes, embedding_dim))
-        nn.init.normal_(self.weight, std=0.01)
+        self.weight = nn.Parameter(init_centres(0, num_classes, embedding_dim, seed))
 
     def cosine(self, embeddings: torch.Tensor) -> torch.Tensor:
         """``[B, D]`` -> cosine to every centre ``[B, num_classes]``."""

@@ -15,7 +15,7 @@ import torch.distributed.nn.functional as dist_nn
 import torch.nn.functional as F
 from torch import nn
 
-from meer.models.heads import CombinedMargin
+from meer.models.heads import CombinedMargin, init_centres
 
 
 def shard_bounds(num_classes: int, rank: int, world_size: int) -> tuple[int, int]:
@@ -32,15 +32,14 @@ class ShardedMarginSoftmaxLoss(nn.Module):
     embeddings' gradient then has the scale DDP expects (DDP averages it over ranks).
     """
 
-    def __init__(self, num_classes: int, embedding_dim: int, margin: CombinedMargin) -> None:
+    def __init__(self, num_classes: int, embedding_dim: int, margin: CombinedMargin, seed: int = 0) -> None:
         super().__init__()
         self.world_size = dist.get_world_size() if dist.is_initialized() else 1
         self.rank = dist.get_rank() if dist.is_initialized() else 0
         self.num_classes = num_classes
         self.start, self.end = shard_bounds(num_classes, self.rank, self.world_size)
         self.margin = margin
-        self.weight = nn.Parameter(torch.empty(self.end - self.start, embedding_dim))
-        nn.init.normal_(self.weight, std=0.01)
+        self.weight = nn.Parameter(init_centres(self.start, self.end, embedding_dim, seed))
         if self.world_size > 1:
             self.weight.register_hook(lambda grad: grad / self.world_size)
 

@@ -77,7 +77,8 @@ def build_nets(cfg: Config, num_classes: int) -> Nets:
     discriminator = (
         PatchDiscriminator(cfg.model.discriminator_width, cfg.model.discriminator_layers) if cfg.model.generator else None
     )
-    return Nets(model, head(num_classes, cfg.model.embedding_dim, margin), discriminator, GANLoss(cfg.loss.gan_mode))
+    classifier = head(num_classes, cfg.model.embedding_dim, margin, seed=cfg.train.seed)
+    return Nets(model, classifier, discriminator, GANLoss(cfg.loss.gan_mode))
 
 
 def load_faces(cfg: Config) -> FaceSet:
@@ -156,10 +157,12 @@ class Trainer:
     def __init__(self, cfg: Config, faces: FaceSet | None = None, progress: bool = True) -> None:
         self.cfg = cfg
         self.env: DistEnv = init_distributed(cfg.train.device)
-        seed_everything(cfg.train.seed + self.env.rank, cfg.train.deterministic)
+        # Every rank builds identical weights; randomness after that differs by rank.
+        seed_everything(cfg.train.seed, cfg.train.deterministic)
         self.faces = contiguous_labels(faces if faces is not None else load_faces(cfg))
         self.num_classes = self.faces.num_identities
         self.nets = build_nets(cfg, self.num_classes)
+        torch.manual_seed(cfg.train.seed + self.env.rank)
         for module in self.nets.modules().values():
             if module is not None:
                 module.to(self.env.device)
