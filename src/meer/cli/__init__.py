@@ -12,7 +12,7 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ["demo", "train"]  # module names under meer.cli
+COMMANDS = ["demo", "train", "eval", "prepare"]  # module names under meer.cli
 
 
 class MeerError(Exception):

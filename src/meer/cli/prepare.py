@@ -1,0 +1,43 @@
+"""``meer prepare``: detect, align and cache a face dataset (image folder, RecordIO or ``.bin``)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "prepare", help="align a face dataset into a cache", description=__doc__,
+        epilog="An interrupted run resumes where it stopped when started again with the same arguments.",
+    )
+    parser.add_argument("source", help="image folder <identity>/<image>, train.rec folder/file, or verification .bin")
+    parser.add_argument("-o", "--output", required=True, help="cache folder to write")
+    parser.add_argument("--size", type=int, default=112, help="side of the aligned crops (default 112)")
+    parser.add_argument(
+        "--detector", default="auto", choices=["auto", "mtcnn", "mediapipe"],
+        help="face detector for photos (default: the first installed of mtcnn, mediapipe)",
+    )
+    parser.add_argument(
+        "--no-face", default="skip", choices=["skip", "center"],
+        help="photos with no detected face: skip them (default) or keep a flagged centre crop",
+    )
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: all CPU cores)")
+    parser.add_argument("--no-resume", action="store_true", help="start over, deleting a previous run's files")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from meer.data.prepare import prepare_dataset
+
+    report = prepare_dataset(
+        args.source, args.output, size=args.size, detector=args.detector, no_face=args.no_face,
+        resume=not args.no_resume, progress=not args.quiet, workers=args.workers,
+    )
+    print(report.summary())
+    reasons: dict[str, int] = {}
+    for failure in report.failures:
+        reasons[failure["reason"]] = reasons.get(failure["reason"], 0) + 1
+    for reason, count in sorted(reasons.items(), key=lambda item: -item[1]):
+        print(f"  {count} failed: {reason}")
+    return 0

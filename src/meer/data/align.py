@@ -1,0 +1,81 @@
+"""Similarity alignment of a detected face onto the ArcFace 5-point template.
+
+The recognition network and the mask renderer both assume the landmarks sit at the
+template's positions (eyes level, at fixed pixels), which is what this module guarantees.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from meer.data.faceset import arcface_template
+
+
+def estimate_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (rotation, uniform scale, translation; no reflection) taking
+    ``src`` onto ``dst`` (Umeyama 1991). src, dst: [K, 2] with K >= 2. Returns M float64 [2, 3],
+    so that ``dst ~= src @ M[:, :2].T + M[:, 2]``.
+    """
+    src = np.asarray(src, np.float64)
+    dst = np.asarray(dst, np.float64)
+    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or len(src) < 2:
+        raise ValueError(f"expected two [K, 2] point sets with K >= 2, got {src.shape} and {dst.shape}")
+    src_mean, dst_mean = src.mean(0), dst.mean(0)
+    src_c, dst_c = src - src_mean, dst - dst_mean
+    src_var = (src_c**2).sum() / len(src)
+    if src_var < 1e-12:
+        raise ValueError("source points are all at one place; no similarity is defined")
+    covariance = dst_c.T @ src_c / len(src)
+    u, singular, vt = np.linalg.svd(covariance)
+    # flip the weakest axis if the best orthogonal map would be a reflection
+    sign = np.diag([1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt)) or 1.0])
+    rotation = u @ sign @ vt
+    scale = (singular * np.diag(sign)).sum() / src_var
+    matrix = np.empty((2, 3))
+    matrix[:, :2] = scale * rotation
+    matrix[:, 2] = dst_mean - matrix[:, :2] @ src_mean
+    return matrix
+
+
+def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Apply an affine ``matrix`` [2, 3] to ``points`` [..., 2]; float32."""
+    points = np.asarray(points, np.float64)
+    return (points @ matrix[:, :2].T + matrix[:, 2]).astype(np.float32)
+
+
+def align_face(
+    image: np.ndarray, landmarks5: np.ndarray, size: int = 112
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Warp a face so its 5 landmarks land on the ArcFace template scaled to ``size``.
+
+    image:      uint8 [H, W, 3]
+    landmarks5: [5, 2] left eye, right eye, nose tip, left / right mouth corner (image coords)
+    Returns the aligned face uint8 [size, size, 3], the matrix M float64 [2, 3] (image -> crop)
+    and the landmarks in the crop float32 [5, 2] (near, not exactly on, the template).
+    """
+    landmarks5 = np.asarray(landmarks5, np.float32)
+    if landmarks5.shape != (5, 2):
+        raise ValueError(f"landmarks5 must be [5, 2], got {landmarks5.shape}")
+    matrix = estimate_similarity(landmarks5, arcface_template(size))
+    # black border like InsightFace's norm_crop, so its released crops and ours look alike
+    aligned = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderValue=0)
+    return aligned, matrix, transform_points(landmarks5, matrix)
+
+
+def center_crop(image: np.ndarray, size: int = 112) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The fallback when no face is found: the largest central square, resized to ``size``.
+
+    It suits tight face crops (the face fills the frame); the landmarks returned are the
+    template's nominal points, not measured ones, which is why the cache flags such rows.
+    Same returns as :func:`align_face`.
+    """
+    height, width = image.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    scale = size / side
+    matrix = np.array([[scale, 0.0, -scale * left], [0.0, scale, -scale * top]])
+    square = image[top : top + side, left : left + side]
+    interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+    crop = cv2.resize(square, (size, size), interpolation=interpolation)
+    return crop, matrix, arcface_template(size).astype(np.float32)

@@ -1,0 +1,259 @@
+"""``prepare_dataset``: any supported dataset in, a compact aligned cache out.
+
+Photos (an image folder) are decoded, the main face is detected (:mod:`meer.data.detect`)
+and similarity-aligned onto the ArcFace template (:mod:`meer.data.align`). Already aligned
+sets (RecordIO, verification ``.bin``) are only decoded and resized. Results go to a
+:class:`meer.data.cache.CacheWriter` chunk by chunk, so an interrupted run resumes.
+
+Policies:
+
+* several faces: :func:`meer.data.detect.pick_main_face` (largest, unless a face much nearer
+  the centre is nearly as large);
+* no face: ``no_face="skip"`` (default) counts the photo as a failure with its reason;
+  ``no_face="center"`` keeps it as a centre crop, flagged in ``fallback.npy`` and counted
+  in the manifest (meant for tight face crops such as RMFRD's, where masks defeat detectors);
+* unreadable files (corrupt image, a ``.txt`` among the photos): failures with reasons.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from meer.data.align import align_face, center_crop
+from meer.data.cache import CacheWriter, Row
+from meer.data.detect import BACKENDS, available_detectors, detect_faces, pick_main_face
+from meer.data.faceset import arcface_template
+from meer.data.formats import IMAGE_EXTENSIONS, open_source
+
+log = logging.getLogger(__name__)
+
+NO_FACE_POLICIES = ("skip", "center")
+
+
+@dataclass
+class PrepareReport:
+    """What a preparation run produced (the same counts as the cache's manifest)."""
+
+    output: Path
+    items: int
+    aligned: int
+    detected: int
+    fallback: int
+    failed: int
+    identities: int
+    seconds: float
+    resumed_at: int
+    failures: list[dict[str, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        resumed = f", resumed at item {self.resumed_at}" if self.resumed_at else ""
+        return (
+            f"{self.output}: {self.aligned}/{self.items} aligned ({self.detected} detected, "
+            f"{self.fallback} centre-crop fallback), {self.failed} failed, "
+            f"{self.identities} identities, {self.seconds:.0f}s{resumed}"
+        )
+
+
+# ------------------------------------------------------------------ per-image work (in workers)
+
+_worker: dict[str, Any] = {}
+
+
+def _set_threads(torch_threads: int, cv2_threads: int) -> tuple[int, int]:
+    """Set torch's and OpenCV's thread counts; returns the previous ones."""
+    import torch
+
+    previous = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(torch_threads)
+    cv2.setNumThreads(cv2_threads)
+    return previous
+
+
+@contextmanager
+def _single_threaded() -> Iterator[None]:
+    """One torch / OpenCV thread inside, the caller's settings restored after.
+
+    The detector's networks are tiny: extra threads mostly spin and, on a busy machine, cost
+    ~10x more CPU than they save. Parallelism comes from worker processes instead.
+    """
+    previous = _set_threads(1, 1)
+    try:
+        yield
+    finally:
+        _set_threads(*previous)
+
+
+def _init_worker(detector: str | None, size: int, no_face: str, aligned: bool, pooled: bool) -> None:
+    if pooled:  # a worker process lives only for this run
+        _set_threads(1, 1)
+    if detector is not None:
+        from meer.data import detect
+
+        _worker["detector"] = detect.create_detector(detector)
+    _worker.update(size=size, no_face=no_face, aligned=aligned)
+
+
+def _process(data: bytes) -> tuple[str, Any]:
+    """Encoded image -> ("ok", (image [S, S, 3], landmarks [5, 2], fallback)) or ("fail", reason)."""
+    size = _worker["size"]
+    buffer = np.frombuffer(data, np.uint8)
+    decoded = cv2.imdecode(buffer, cv2.IMREAD_COLOR) if buffer.size else None
+    if decoded is None:
+        return "fail", "cannot decode image (corrupt or not an image)"
+    image = cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
+    if _worker["aligned"]:
+        # already on the 112 template: only the scale changes
+        height, width = image.shape[:2]
+        if (height, width) != (size, size):
+            interpolation = cv2.INTER_AREA if height > size else cv2.INTER_LINEAR
+            image = cv2.resize(image, (size, size), interpolation=interpolation)
+        return "ok", (image, arcface_template(size), False)
+    face = pick_main_face(detect_faces(_worker["detector"], image), image.shape)
+    if face is not None:
+        aligned, _, landmarks = align_face(image, face.landmarks5, size)
+        return "ok", (aligned, landmarks, False)
+    if _worker["no_face"] == "center":
+        crop, _, landmarks = center_crop(image, size)
+        return "ok", (crop, landmarks, True)
+    return "fail", "no face detected"
+
+
+# ------------------------------------------------------------------ driver
+
+
+def _resolve_detector(name: str) -> str:
+    installed = available_detectors()
+    if name == "auto":
+        if not installed:
+            raise ValueError(
+                "photos need a face detector and none is installed: pip install 'meer[detect]'"
+            )
+        return installed[0]
+    if name not in BACKENDS:
+        raise ValueError(f"unknown detector {name!r}; choose from auto, {', '.join(BACKENDS)}")
+    if name not in installed:
+        raise ValueError(f"detector {name!r} is not installed: pip install 'meer[{'detect' if name == 'mtcnn' else name}]'")
+    return name
+
+
+def prepare_dataset(
+    source: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    size: int = 112,
+    detector: str = "auto",
+    no_face: str = "skip",
+    resume: bool = True,
+    progress: bool = True,
+    workers: int | None = None,
+    chunk_size: int = 512,
+) -> PrepareReport:
+    """Align every face of ``source`` (image folder, RecordIO or ``.bin``) into a cache at ``output``.
+
+    size:       side of the aligned crops (the ArcFace template is scaled to it)
+    detector:   ``auto``, ``mtcnn`` or ``mediapipe`` (ignored for already aligned sources)
+    no_face:    ``skip`` or ``center`` (see the module docstring)
+    resume:     continue a run interrupted in ``output``; False starts over
+    workers:    processes for decoding/detection; default: all CPU cores, 1 = in this process
+    chunk_size: source items per commit (what a killed run may have to redo)
+
+    Bad inputs (missing or empty folder, unknown format, no detector) raise before anything
+    is written. Returns a :class:`PrepareReport`; the cache opens with ``FaceCache.open``.
+    """
+    if size < 16:
+        raise ValueError(f"size must be at least 16 pixels, got {size}")
+    if no_face not in NO_FACE_POLICIES:
+        raise ValueError(f"no_face must be one of {NO_FACE_POLICIES}, got {no_face!r}")
+    data = open_source(source)
+    detector_name = None if data.aligned else _resolve_detector(detector)
+    settings = {
+        "source": str(Path(source).resolve()),
+        "source_kind": data.kind,
+        "size": size,
+        "detector": detector_name or "none (pre-aligned source)",
+        "no_face": no_face,
+        "items": len(data),
+    }
+    writer = CacheWriter(output, settings, resume=resume)
+    start_item = writer.items_done
+    if not writer.complete:
+        if start_item:
+            log.info("resuming %s at item %d of %d", output, start_item, len(data))
+        _run(data, writer, start_item, detector_name, size, no_face, progress, workers, chunk_size)
+    manifest = writer.finalize(issame=data.issame)
+    counts = manifest["counts"]
+    return PrepareReport(
+        output=Path(output), items=counts["items"], aligned=counts["aligned"],
+        detected=counts["detected"], fallback=counts["fallback"], failed=counts["failed"],
+        identities=counts["identities"], seconds=manifest["seconds"], resumed_at=start_item,
+        failures=manifest["failures"],
+    )
+
+
+def _run(data, writer: CacheWriter, start: int, detector: str | None, size: int, no_face: str,
+         progress: bool, workers: int | None, chunk_size: int) -> None:
+    workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
+    init_args = (detector, size, no_face, data.aligned)
+    bar = tqdm(total=len(data), initial=start, unit="img", desc="prepare", disable=not progress)
+    pool = None
+    try:
+        with _single_threaded():
+            if workers > 1:
+                # spawn, not fork: a forked torch can deadlock on locks held by the parent's threads
+                pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, (*init_args, True))
+            else:
+                _init_worker(*init_args, False)
+            _run_chunks(data, writer, start, pool, bar, chunk_size)
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+
+
+def _run_chunks(data, writer: CacheWriter, start: int, pool, bar: tqdm, chunk_size: int) -> None:
+    """Process ``data`` from item ``start`` on, committing every ``chunk_size`` items."""
+    failed = 0
+    for chunk_start in range(start, len(data), chunk_size):
+        tick = time.perf_counter()
+        indices = range(chunk_start, min(chunk_start + chunk_size, len(data)))
+        failures: list[tuple[int, str]] = []
+        todo: list[tuple[int, bytes]] = []
+        for i in indices:
+            key = data.keys[i]
+            if data.kind == "folder" and Path(key).suffix.lower() not in IMAGE_EXTENSIONS:
+                failures.append((i, f"not an image file ({Path(key).suffix or 'no extension'})"))
+                continue
+            try:
+                todo.append((i, data.read(i)))
+            except OSError as err:
+                failures.append((i, f"cannot read file: {err.strerror or err}"))
+        results = pool.imap(_process, [blob for _, blob in todo], chunksize=4) if pool else map(
+            _process, (blob for _, blob in todo)
+        )
+        rows: list[Row] = []
+        for (i, _), (status, value) in zip(todo, results):
+            if status == "ok":
+                image, landmarks, fallback = value
+                rows.append(Row(data.keys[i], data.identities[i], image, landmarks, fallback))
+            else:
+                failures.append((i, value))
+            bar.update(1)
+        bar.update(len(indices) - len(todo))
+        failed += len(failures)
+        # failures in source order, whichever stage found them
+        reasons = [{"path": data.keys[i], "reason": why} for i, why in sorted(failures)]
+        writer.commit(indices.stop, rows, reasons, time.perf_counter() - tick)
+        bar.set_postfix(failed=failed)

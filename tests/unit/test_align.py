@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+
+from meer.data.align import align_face, center_crop, estimate_similarity, transform_points
+from meer.data.faceset import arcface_template
+
+
+def similarity(angle: float, scale: float, tx: float, ty: float) -> np.ndarray:
+    c, s = scale * np.cos(angle), scale * np.sin(angle)
+    return np.array([[c, -s, tx], [s, c, ty]])
+
+
+@pytest.mark.parametrize("angle,scale,tx,ty", [(0.3, 1.7, 12.0, -5.0), (-1.2, 0.4, 80.0, 3.5), (0.0, 1.0, 0.0, 0.0)])
+def test_known_similarity_is_recovered(angle, scale, tx, ty):
+    rng = np.random.default_rng(0)
+    src = rng.uniform(0, 200, (5, 2))
+    true = similarity(angle, scale, tx, ty)
+    estimated = estimate_similarity(src, transform_points(src, true))
+    np.testing.assert_allclose(estimated, true, atol=1e-3)
+
+
+def test_least_squares_with_noise_and_no_reflection():
+    rng = np.random.default_rng(1)
+    src = rng.uniform(0, 100, (5, 2))
+    mirrored = src * [-1, 1]  # only a reflection maps src onto this exactly
+    matrix = estimate_similarity(src, mirrored)
+    assert np.linalg.det(matrix[:, :2]) > 0
+    noisy = transform_points(src, similarity(0.2, 1.1, 3, 4)) + rng.normal(0, 0.01, (5, 2))
+    np.testing.assert_allclose(estimate_similarity(src, noisy), similarity(0.2, 1.1, 3, 4), atol=0.01)
+
+
+def test_degenerate_points_are_an_error():
+    with pytest.raises(ValueError, match="one place"):
+        estimate_similarity(np.ones((5, 2)), np.zeros((5, 2)))
+
+
+@pytest.mark.parametrize("size", [112, 64])
+def test_align_face_puts_landmarks_on_the_template(size):
+    # a photo whose face is the template rotated by 25 degrees, scaled x2 and shifted
+    to_photo = similarity(np.deg2rad(25), 2.0, 60, 20)
+    photo_points = transform_points(arcface_template(112), to_photo)
+    image = np.random.default_rng(0).integers(0, 255, (300, 320, 3), dtype=np.uint8)
+    aligned, matrix, landmarks = align_face(image, photo_points, size)
+    assert aligned.shape == (size, size, 3) and aligned.dtype == np.uint8
+    assert matrix.shape == (2, 3)
+    np.testing.assert_allclose(landmarks, arcface_template(size), atol=1e-3)
+    # eyes level after alignment
+    assert abs(landmarks[0, 1] - landmarks[1, 1]) < 0.5
+
+
+def test_center_crop_is_the_central_square():
+    image = np.zeros((100, 160, 3), np.uint8)
+    image[:, 30:130] = 255  # the central 100x100 square
+    crop, matrix, landmarks = center_crop(image, 50)
+    assert crop.shape == (50, 50, 3) and crop.min() == 255
+    np.testing.assert_allclose(transform_points([[30, 0]], matrix), [[0, 0]])
+    np.testing.assert_allclose(landmarks, arcface_template(50))

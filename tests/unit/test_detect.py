@@ -1,0 +1,86 @@
+import cv2
+import numpy as np
+import pytest
+
+from meer.data.align import align_face
+from meer.data.detect import (
+    Detection,
+    available_detectors,
+    create_detector,
+    detect_faces,
+    detect_with_padding,
+    pick_main_face,
+)
+from meer.data.faceset import arcface_template
+
+
+def face(x1, y1, side, score=0.9):
+    box = np.array([x1, y1, x1 + side, y1 + side], np.float32)
+    return Detection(box, score, arcface_template(side) + box[:2])
+
+
+def test_pick_main_face_prefers_large_then_central():
+    shape = (200, 200, 3)
+    centre_small, corner_big = face(80, 80, 40), face(0, 0, 60)
+    assert pick_main_face([centre_small, corner_big], shape) is centre_small
+    centre_big = face(60, 60, 80)
+    assert pick_main_face([centre_small, centre_big, corner_big], shape) is centre_big
+    assert pick_main_face([], shape) is None
+
+
+class EdgeShy:
+    """Finds a face only when it is not touching the border (like real detectors on tight crops)."""
+
+    name = "edge-shy"
+
+    def detect(self, image):
+        height, width = image.shape[:2]
+        if height < 150:
+            return []
+        return [face(width / 4, height / 4, width / 2)]
+
+
+def test_detect_with_padding_maps_back_to_the_original_image():
+    image = np.zeros((100, 100, 3), np.uint8)
+    [found] = detect_with_padding(EdgeShy(), image, pad=0.5)
+    # the padded image is 200x200; its face box [50, 50, 150, 150] is [0, 0, 100, 100] here
+    np.testing.assert_allclose(found.box, [0, 0, 100, 100])
+    assert detect_with_padding(EdgeShy(), image, pad=0.0) == []
+
+
+def test_detect_faces_downscales_large_photos_and_maps_back():
+    image = np.zeros((400, 300, 3), np.uint8)
+    [found] = detect_faces(EdgeShy(), image, max_side=140)
+    # searched at 140x105 (x0.35), padded by 35 to 210x175: face at (43.75, 52.5), 87.5 wide
+    np.testing.assert_allclose(found.box, [25, 50, 275, 300], atol=1e-3)
+    expected = (arcface_template(87.5) + [43.75 - 35, 52.5 - 35]) / 0.35
+    np.testing.assert_allclose(found.landmarks5, expected, atol=1e-3)
+
+
+def test_unknown_detector_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown detector"):
+        create_detector("dlib")
+
+
+needs_mtcnn = pytest.mark.skipif("mtcnn" not in available_detectors(), reason="pip install 'meer[detect]'")
+
+
+@needs_mtcnn
+def test_mtcnn_on_a_blank_image_finds_nothing():
+    assert create_detector("mtcnn").detect(np.full((120, 160, 3), 128, np.uint8)) == []
+
+
+@needs_mtcnn
+@pytest.mark.data
+def test_mtcnn_finds_the_lfw_face(shared_data):
+    bgr = cv2.imread(str(shared_data / "lfw" / "Aaron_Eckhart" / "Aaron_Eckhart_0001.jpg"))
+    image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    main = pick_main_face(create_detector("mtcnn").detect(image), image.shape)
+    assert main is not None and main.score > 0.9
+    left_eye, right_eye, nose, left_mouth, right_mouth = main.landmarks5
+    assert left_eye[0] < right_eye[0] and left_mouth[0] < right_mouth[0]
+    assert max(left_eye[1], right_eye[1]) < nose[1] < min(left_mouth[1], right_mouth[1])
+    # LFW photos are centred on the face
+    assert np.all(np.abs(main.landmarks5.mean(0) - [125, 125]) < 25)
+    _, _, aligned_points = align_face(image, main.landmarks5)
+    assert np.abs(aligned_points - arcface_template(112)).max() < 8
