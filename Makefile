@@ -6,6 +6,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
+# idle OpenMP threads sleep rather than spin: keeps torch fast when the CPU is shared
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup demo test test-all lint clean
 

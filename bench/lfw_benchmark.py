@@ -17,6 +17,10 @@ The caches come from `meer prepare` (e.g. `meer prepare ../shared/data/lfw -o /t
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; see meer.cli.main
+
 import argparse
 import logging
 import time

@@ -1,8 +1,12 @@
 import os
-from pathlib import Path
 
-import pytest
-import torch
+# Before torch is imported: idle OpenMP threads sleep instead of spinning (see meer.cli.main).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 DATA = Path(os.environ.get("MEER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
