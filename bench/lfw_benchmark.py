@@ -50,10 +50,10 @@ from meer.train.trainer import Trainer, load_model, versions
 log = logging.getLogger("lfw_benchmark")
 
 SYSTEMS = {
-    "ArcFace (no masks)": "lfw-arcface",
+    "MEER": "lfw",
     "ArcFace + mask aug.": "lfw-arcface-maskaug",
     "MEER w/o generator": "lfw-meer-nogen",
-    "MEER": "lfw",
+    "ArcFace (no masks)": "lfw-arcface",
 }
 TEST_FOLDS = [5, 6, 7, 8, 9]  # View-2 folds 6-10, 0-based
 MASK_SEED = 12345

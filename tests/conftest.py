@@ -14,7 +14,8 @@ DATA = Path(os.environ.get("MEER_DATA", Path(__file__).resolve().parents[2] / "s
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
     torch.manual_seed(0)
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    # One thread: tests are small, and a second thread only adds contention on a busy machine.
+    torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
-COMMANDS = ["demo", "train", "eval", "prepare"]  # module names under meer.cli
+COMMANDS = ["demo", "train", "eval", "prepare", "verify", "unmask", "embed", "enroll", "identify", "serve"]  # module names under meer.cli
 
 
 class MeerError(Exception):
@@ -32,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Idle OpenMP threads sleep instead of spinning: on a busy machine, spinning threads of
+    # two processes can slow PyTorch on CPU down ten-fold (measured: 8.7 s vs 1.1 s a step).
+    # Must be set before torch is first imported; an explicit setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

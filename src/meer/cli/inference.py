@@ -1,0 +1,50 @@
+"""Options and helpers shared by the commands that use a trained model (verify, unmask, embed,
+enroll, identify, serve). Not a command itself."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+ENV_CHECKPOINT = "MEER_CHECKPOINT"
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, aligned: bool = True, as_json: bool = True) -> None:
+    """``--checkpoint/-m``, ``--device``, ``--detector`` and (optionally) ``--aligned``, ``--json``."""
+    parser.add_argument(
+        "--checkpoint", "-m", default=os.environ.get(ENV_CHECKPOINT), metavar="PATH",
+        help=f"checkpoint folder, or a run folder for its latest checkpoint (default: ${ENV_CHECKPOINT})",
+    )
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument(
+        "--detector", default="auto", help="face detector: auto, mtcnn or mediapipe (default: auto)"
+    )
+    if aligned:
+        parser.add_argument(
+            "--aligned", action="store_true",
+            help="inputs are crops already aligned to the ArcFace template: skip detection",
+        )
+    if as_json:
+        parser.add_argument("--json", action="store_true", help="print one JSON object (for scripts)")
+
+
+def load_from_args(args: argparse.Namespace):
+    """The :class:`meer.api.FaceModel` the arguments name."""
+    from meer.api import load
+    from meer.cli import MeerError
+
+    if not args.checkpoint:
+        raise MeerError(f"no model given: pass --checkpoint/-m PATH (or set {ENV_CHECKPOINT})")
+    return load(args.checkpoint, device=args.device, detector=args.detector)
+
+
+def print_json(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def calibration_note(model) -> str:
+    return "calibrated" if model.calibrated else "not calibrated: fallback threshold"

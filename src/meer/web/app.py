@@ -1,0 +1,273 @@
+"""The HTTP API of ``meer serve`` and the page at ``/``.
+
+Endpoints (uploads are ``multipart/form-data``; every answer is JSON):
+
+* ``GET  /api/health``  model and limits;
+* ``POST /api/verify``  files ``a`` and ``b`` -> score, decision, threshold, both faces;
+* ``POST /api/unmask``  file ``image`` -> mask verdict and the aligned / restored / occlusion
+  crops as PNG data URLs;
+* ``POST /api/embed``   one or more files ``image`` -> unit embeddings.
+
+Optional form fields: ``aligned=true`` (the uploads are pre-aligned crops) and, for verify,
+``images=true`` (add each face's aligned and restored crops, as the page does).
+
+Rules: a photo with several faces is answered for its main face (the largest, unless a slightly
+smaller one is much nearer the centre) and the face's ``num_faces`` says so. Errors are
+``{"error": {"code", "message", "field"}}`` with these codes and statuses: ``too_large`` 413
+(request body over the limit), ``image_too_large`` 413 (too many pixels), ``not_an_image`` 415,
+``not_multipart`` 415, ``corrupt_image`` 422, ``no_face`` 422, ``missing_field`` /
+``bad_request`` 400, ``not_found`` 404, ``method_not_allowed`` 405.
+
+Uploads are held in memory (the request body is capped before it is parsed), never written to
+disk; the network runs in a worker thread, one request at a time.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+from dataclasses import asdict, dataclass
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import HTMLResponse, JSONResponse
+from starlette.routing import Route
+
+from meer import __version__
+from meer.api import (
+    CorruptImageError,
+    Face,
+    ImageTooLargeError,
+    NoFaceError,
+    NotAnImageError,
+)
+
+if TYPE_CHECKING:
+    from meer.api import FaceModel
+
+
+@dataclass
+class Limits:
+    """What one request may send.
+
+    max_upload_bytes: the whole request body
+    max_pixels:       width x height of each image, checked before it is decoded
+    max_files:        images in one ``/api/embed`` request
+    """
+
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    max_files: int = 16
+
+
+class ApiError(Exception):
+    """An answer with an error status: turned into the JSON error body."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+
+# Statuses for the errors the model raises on bad inputs (order matters: subclasses first).
+_INPUT_ERRORS = (
+    (ImageTooLargeError, 413, "image_too_large"),
+    (NotAnImageError, 415, "not_an_image"),
+    (CorruptImageError, 422, "corrupt_image"),
+    (NoFaceError, 422, "no_face"),
+)
+
+
+def _input_error(err: ValueError, field: str, filename: str | None) -> ApiError:
+    name = f"{field} ({filename})" if filename else field
+    # load_image calls raw bytes "the uploaded data"; the client knows them by field and name
+    message = str(err).replace("the uploaded data", name).replace("the image", name)
+    for kind, status, code in _INPUT_ERRORS:
+        if isinstance(err, kind):
+            return ApiError(status, code, message, field)
+    return ApiError(400, "bad_request", message, field)
+
+
+def png_data_url(pixels: np.ndarray) -> str:
+    """uint8 ``[H, W, 3]`` or ``[H, W]`` -> ``data:image/png;base64,...``."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _flag(form: FormData, name: str) -> bool:
+    value = form.get(name)
+    return isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on")
+
+
+class _Service:
+    """The request handlers, around one model."""
+
+    def __init__(self, model: FaceModel, limits: Limits) -> None:
+        self.model = model
+        self.limits = limits
+        self.lock = threading.Lock()  # one inference at a time: predictable memory and latency
+
+    async def read_form(self, request: Request, max_files: int) -> FormData:
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise ApiError(415, "not_multipart", "send the images as multipart/form-data")
+        limit = self.limits.max_upload_bytes
+        too_large = ApiError(413, "too_large", f"the upload is over the limit of {limit / 2**20:g} MB")
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise too_large
+        body = bytearray()
+        try:
+            async for chunk in request.stream():  # counted as it arrives: Content-Length may lie
+                body += chunk
+                if len(body) > limit:
+                    raise too_large
+        except ClientDisconnect:
+            raise ApiError(400, "bad_request", "the client went away during the upload") from None
+
+        async def whole_body():
+            yield bytes(body)
+
+        parser = MultiPartParser(request.headers, whole_body(), max_files=max_files, max_fields=8)
+        parser.spool_max_size = limit  # keep every uploaded file in memory, never on disk
+        try:
+            return await parser.parse()
+        except MultiPartException as err:
+            raise ApiError(400, "bad_request", f"malformed form: {err.message}") from None
+
+    def face(self, upload: UploadFile, field: str, aligned: bool) -> Face:
+        try:
+            return self.model.face(upload.file.read(), aligned=aligned, max_pixels=self.limits.max_pixels)
+        except ValueError as err:
+            raise _input_error(err, field, upload.filename) from None
+
+    def describe(self, face: Face, upload: UploadFile, field: str, images: bool) -> dict[str, Any]:
+        """JSON for one face; with ``images`` also its crops and the unmasking verdict."""
+        out = {"field": field, "filename": upload.filename, **face.to_dict()}
+        if images:
+            out["aligned"] = png_data_url(face.aligned)
+            if self.model.has_generator:
+                result = self.model.unmask(face)
+                out.update(restored=png_data_url(result.restored), mask_detected=result.mask_detected,
+                           mask_type=result.mask_type)
+        return out
+
+    def run_locked(self, work):
+        with self.lock:
+            return work()
+
+    async def run(self, work):
+        return await run_in_threadpool(self.run_locked, work)
+
+    # ------------------------------------------------------------------ endpoints
+
+    async def health(self, request: Request) -> JSONResponse:
+        model = self.model
+        return JSONResponse({
+            "status": "ok",
+            "version": __version__,
+            "model": {
+                "checkpoint": model.checkpoint.name,
+                "input_size": model.input_size,
+                "embedding_dim": model.embedding_dim,
+                "threshold": model.threshold,
+                "calibrated": model.calibrated,
+                "can_unmask": model.has_generator,
+            },
+            "limits": asdict(self.limits),
+        })
+
+    async def verify(self, request: Request) -> JSONResponse:
+        form = await self.read_form(request, max_files=2)
+        uploads = {field: _upload(form, field) for field in ("a", "b")}
+        aligned, images = _flag(form, "aligned"), _flag(form, "images")
+
+        def work():
+            faces = [self.face(upload, field, aligned) for field, upload in uploads.items()]
+            result = self.model.verify(faces[0], faces[1])
+            return {
+                "same": result.same,
+                "score": result.score,
+                "threshold": result.threshold,
+                "calibrated": result.calibrated,
+                "faces": [self.describe(face, uploads[field], field, images) for face, field in zip(faces, uploads)],
+            }
+
+        return JSONResponse(await self.run(work))
+
+    async def unmask(self, request: Request) -> JSONResponse:
+        if not self.model.has_generator:
+            raise ApiError(400, "bad_request", "this model was trained without a generator, so it cannot unmask")
+        form = await self.read_form(request, max_files=1)
+        upload, aligned = _upload(form, "image"), _flag(form, "aligned")
+
+        def work():
+            result = self.model.unmask(self.face(upload, "image", aligned))
+            return {
+                "mask_detected": result.mask_detected,
+                "mask_type": result.mask_type,
+                "face": {"filename": upload.filename, **result.face.to_dict()},
+                "aligned": png_data_url(result.aligned),
+                "restored": png_data_url(result.restored),
+                "occlusion": png_data_url(np.round(result.occlusion * 255).astype(np.uint8)),
+            }
+
+        return JSONResponse(await self.run(work))
+
+    async def embed(self, request: Request) -> JSONResponse:
+        form = await self.read_form(request, max_files=self.limits.max_files)
+        uploads = [u for u in form.getlist("image") if isinstance(u, UploadFile)]
+        if not uploads:
+            raise ApiError(400, "missing_field", "send one or more files in the field 'image'", "image")
+        aligned = _flag(form, "aligned")
+
+        def work():
+            faces = [self.face(upload, "image", aligned) for upload in uploads]
+            embeddings = self.model.embed(faces)
+            return {
+                "dim": int(embeddings.shape[1]),
+                "embeddings": embeddings.tolist(),
+                "faces": [{"filename": u.filename, **f.to_dict()} for u, f in zip(uploads, faces)],
+            }
+
+        return JSONResponse(await self.run(work))
+
+
+def _upload(form: FormData, field: str) -> UploadFile:
+    value = form.get(field)
+    if not isinstance(value, UploadFile):
+        raise ApiError(400, "missing_field", f"no file in the form field {field!r}", field)
+    return value
+
+
+async def _api_error(request: Request, err: ApiError) -> JSONResponse:
+    body = {"code": err.code, "message": err.message, "field": err.field}
+    return JSONResponse({"error": body}, status_code=err.status)
+
+
+async def _http_error(request: Request, err: HTTPException) -> JSONResponse:
+    code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "bad_request")
+    return JSONResponse({"error": {"code": code, "message": err.detail, "field": None}}, status_code=err.status_code)
+
+
+def create_app(model: FaceModel, limits: Limits | None = None) -> Starlette:
+    """The ASGI app: serve it with any ASGI server (``meer serve`` uses Uvicorn)."""
+    service = _Service(model, limits or Limits())
+    page = resources.files("meer.web").joinpath("index.html").read_text(encoding="utf-8")
+    routes = [
+        Route("/", lambda request: HTMLResponse(page)),
+        Route("/api/health", service.health),
+        Route("/api/verify", service.verify, methods=["POST"]),
+        Route("/api/unmask", service.unmask, methods=["POST"]),
+        Route("/api/embed", service.embed, methods=["POST"]),
+    ]
+    return Starlette(routes=routes, exception_handlers={ApiError: _api_error, HTTPException: _http_error})

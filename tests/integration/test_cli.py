@@ -1,0 +1,135 @@
+"""`meer verify / unmask / embed / enroll / identify`: outputs for scripts, and one-line errors
+with exit code 2 for the usual mistakes."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from meer.api import Gallery, load_embeddings
+from meer.cli import main
+
+from .apikit import detectable, face_model, photo, tiny_run, truncated_jpeg, write
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # one image at a time through a 32 px model: extra threads only add synchronisation
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return str(tiny_run(tmp_path_factory))
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """Two people with two photos each, and a few bad files."""
+    faces = detectable(face_model(tmp_path_factory), 4)
+    root = tmp_path_factory.mktemp("photos")
+    for person, (first, second) in {"ann": faces[:2], "bob": faces[2:]}.items():
+        write(root / "people" / person / "1.png", photo(*first))
+        write(root / "people" / person / "2.jpg", photo(*second))
+    write(root / "blank.png", np.full((200, 200, 3), 120, np.uint8))
+    (root / "notes.jpg").write_text("these are not pixels")
+    (root / "cut.jpg").write_bytes(truncated_jpeg(photo(*faces[0])))
+    return root
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_verify_prints_the_decision_and_json(capsys, checkpoint, photos):
+    a, b = photos / "people/ann/1.png", photos / "people/bob/1.png"
+    code, out, _ = run(capsys, "verify", str(a), str(a), "-m", checkpoint)
+    assert code == 0 and out.startswith("same person: score 1.0000 >= threshold 0.3000")
+    assert "not calibrated" in out
+    code, out, _ = run(capsys, "verify", str(a), str(b), "--checkpoint", checkpoint, "--json")
+    result = json.loads(out)
+    assert code == 0 and result["same"] == (result["score"] >= result["threshold"])
+    assert result["calibrated"] is False and [f["num_faces"] for f in result["faces"]] == [1, 1]
+
+
+def test_checkpoint_from_the_environment(capsys, checkpoint, photos, monkeypatch):
+    monkeypatch.setenv("MEER_CHECKPOINT", checkpoint)
+    a = str(photos / "people/ann/1.png")
+    assert run(capsys, "verify", a, a)[0] == 0
+
+
+def test_unmask_writes_the_restored_face(capsys, checkpoint, photos, tmp_path):
+    out_file, occlusion = tmp_path / "out" / "restored.png", tmp_path / "occlusion.png"
+    code, out, _ = run(capsys, "unmask", str(photos / "people/ann/1.png"), "-o", str(out_file),
+                       "--occlusion", str(occlusion), "-m", checkpoint, "--json")
+    result = json.loads(out)
+    assert code == 0 and result["output"] == str(out_file)
+    assert isinstance(result["mask_detected"], bool) and result["mask_type"]
+    assert Image.open(out_file).size == (32, 32) and Image.open(occlusion).mode == "L"
+
+
+def test_embed_a_folder_skips_photos_without_a_face(capsys, checkpoint, photos, tmp_path):
+    out_file = tmp_path / "embeddings.safetensors"
+    code, out, err = run(capsys, "embed", str(photos), "-o", str(out_file), "-m", checkpoint)
+    assert code == 0 and "4 embeddings (32-d)" in out and "3 photos skipped" in out
+    assert "blank.png: no face found" in err and "notes.jpg" in err and "cut.jpg" in err
+    embeddings, metadata = load_embeddings(out_file)
+    assert embeddings.shape == (4, 32)
+    assert json.loads(metadata["paths"]) == ["people/ann/1.png", "people/ann/2.jpg", "people/bob/1.png", "people/bob/2.jpg"]
+
+
+def test_enroll_then_identify(capsys, checkpoint, photos, tmp_path):
+    gallery_file = tmp_path / "people.gallery"
+    code, out, _ = run(capsys, "enroll", str(photos / "people"), "-o", str(gallery_file), "-m", checkpoint, "--json")
+    assert code == 0 and json.loads(out)["people"] == {"ann": 2, "bob": 2}
+    assert Gallery.load(gallery_file).names == ["ann", "bob"]
+    code, out, _ = run(capsys, "identify", str(photos / "people/bob/2.jpg"), "--gallery", str(gallery_file),
+                       "-m", checkpoint, "--json")
+    result = json.loads(out)
+    assert code == 0 and [m["name"] for m in result["matches"]][0] == "bob"
+    assert result["identified"] in ("bob", None)
+    code, out, _ = run(capsys, "identify", str(photos / "people/bob/2.jpg"), "-g", str(gallery_file), "-m", checkpoint)
+    assert code == 0 and "  1. bob" in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["verify", "{photos}/missing.jpg", "{photos}/people/ann/1.png"], "missing.jpg does not exist"),
+        (["verify", "{photos}/notes.jpg", "{photos}/people/ann/1.png"], "notes.jpg is not an image"),
+        (["verify", "{photos}/cut.jpg", "{photos}/people/ann/1.png"], "cut.jpg is corrupt or truncated"),
+        (["verify", "{photos}/blank.png", "{photos}/people/ann/1.png"], "no face found in {photos}/blank.png"),
+        (["unmask", "{photos}/blank.png", "-o", "{photos}/x.png"], "no face found"),
+        (["unmask", "{photos}/people/ann/1.png", "-o", "{photos}/x.txt"], "unknown image suffix '.txt'"),
+        (["identify", "{photos}/people/ann/1.png", "-g", "{photos}/blank.png"], "not a meer embeddings file"),
+        (["embed", "{photos}/nowhere", "-o", "{photos}/e.safetensors"], "nowhere does not exist"),
+        (["enroll", "{photos}/blank.png", "-o", "{photos}/g.safetensors"], "blank.png is not a folder"),
+    ],
+)
+def test_bad_inputs_fail_with_one_line(capsys, checkpoint, photos, argv, message):
+    argv = [a.format(photos=photos) for a in argv]
+    code, out, err = run(capsys, *argv, "-m", checkpoint)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith(f"meer {argv[0]}: error: ")
+    assert message.format(photos=photos) in err
+
+
+@pytest.mark.parametrize(
+    "checkpoint_arg, message",
+    [
+        ("{tmp}/nothing", "does not exist"),
+        ("{tmp}", "is not a meer checkpoint"),
+        (None, "no model given: pass --checkpoint/-m"),
+    ],
+)
+def test_wrong_checkpoint_fails_with_one_line(capsys, photos, tmp_path, monkeypatch, checkpoint_arg, message):
+    monkeypatch.delenv("MEER_CHECKPOINT", raising=False)
+    a = str(photos / "people/ann/1.png")
+    model = ["-m", checkpoint_arg.format(tmp=tmp_path)] if checkpoint_arg else []
+    code, out, err = run(capsys, "verify", a, a, *model)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith("meer verify: error: ") and message in err
