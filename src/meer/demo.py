@@ -9,6 +9,7 @@ a report folder (metrics.json, summary.md, a restoration grid and ROC curves).
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,7 +107,8 @@ def run_demo(out_dir: str | Path = "runs/demo", settings: DemoSettings | None = 
 
 
 def slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-").replace("--", "-")
+    """``"ArcFace + mask aug."`` -> ``"arcface-mask-aug"``."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 def protocol(settings: DemoSettings, num_pairs: int) -> dict[str, Any]:

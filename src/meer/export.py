@@ -7,6 +7,7 @@ ONNX Runtime.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,7 @@ def export_onnx(network: nn.Module, size: int, path: str | Path, max_batch: int 
         raise ValueError("ONNX export needs the onnx extra: pip install 'meer[onnx]'") from err
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # one INFO line per deduplicated weight
     network = network.eval().cpu().float()
     example = torch.zeros(2, 3, size, size)
     batch = torch.export.Dim("batch", min=1, max=max_batch)

@@ -71,3 +71,15 @@ def test_killed_run_resumes_and_reproduces_the_uninterrupted_losses(tiny_config,
     for a, b in zip(resumed, tail):
         for key in ("total", "pix", "id", "d_loss"):
             np.testing.assert_allclose(a[key], b[key], rtol=1e-5, err_msg=f"{a['stage']} {a['step']} {key}")
+
+
+def test_starting_over_sets_the_previous_run_aside(tiny_config, tiny_faces):
+    cfg = tiny_config(stages(4, 2, 2))
+    Trainer(cfg, tiny_faces, progress=False).fit(resume=False)
+    shorter = tiny_config(stages(2, 1, 1))
+    Trainer(shorter, tiny_faces, progress=False).fit(resume=False)
+    run = Path(cfg.train.out_dir)
+    aside = list(run.glob("checkpoints.replaced-*"))
+    assert len(aside) == 1 and (aside[0] / "step_00000008").is_dir()
+    assert ckpt.latest_checkpoint(run).name == "step_00000004"
+    assert [p.name for p in (run / "checkpoints").glob("step_*")] == ["step_00000004"]

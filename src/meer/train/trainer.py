@@ -331,6 +331,8 @@ class Trainer:
         stages = self.cfg.stages
         start_stage, start_step, restored = 0, 0, None
         latest = ckpt.latest_checkpoint(self.run_dir) if resume else None
+        if not resume and self.env.is_main:
+            self.set_aside_previous_run()
         if latest is not None:
             start_stage, start_step, restored = self.restore(latest)
             log.info("resuming from %s (stage %s, step %d)", latest, stages[start_stage].name, start_step)
@@ -408,6 +410,17 @@ class Trainer:
             for key, value in record.items():
                 group = "perf" if key in ("images_per_s", "lr") else f"train/{stage.name}"
                 self.writer.add_scalar(f"{group}/{key}", value, global_step)
+
+    def set_aside_previous_run(self) -> None:
+        """Starting over in a folder that holds a run: move its checkpoints and history aside
+        (``*.replaced-<time>``) rather than mixing two runs or deleting anything."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for name in ("checkpoints", "history.jsonl"):
+            path = self.run_dir / name
+            if path.exists():
+                target = path.with_name(f"{name}.replaced-{stamp}")
+                path.rename(target)
+                log.warning("starting over: moved the previous %s to %s", name, target)
 
     def save_run_info(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)

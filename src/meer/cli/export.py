@@ -1,0 +1,47 @@
+"""``meer export``: release files from a checkpoint — inference weights (safetensors + JSON) and,
+with ``--onnx``, the embedding network and the unmasking generator as ONNX, each checked
+against PyTorch with ONNX Runtime."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("export", help="export release weights and ONNX models", description=__doc__)
+    parser.add_argument("checkpoint", help="checkpoint folder or run folder")
+    parser.add_argument("-o", "--out", required=True, help="output folder")
+    parser.add_argument("--onnx", action="store_true", help="also write embed.onnx and unmask.onnx (needs meer[onnx])")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+    from safetensors.torch import save_file
+
+    from meer.export import EmbeddingNetwork, UnmaskNetwork, export_onnx, onnx_max_abs_diff
+    from meer.io import atomic_write, atomic_write_json
+    from meer.train.checkpoint import find_checkpoint
+    from meer.train.trainer import load_model
+
+    checkpoint = find_checkpoint(args.checkpoint)
+    model, cfg, state = load_model(checkpoint)
+    out = Path(args.out)
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    atomic_write(out / "model.safetensors", lambda tmp: save_file(tensors, tmp, metadata={"format": "meer-model-1"}))
+    atomic_write_json(out / "model.json", {"config": cfg.to_dict(), "source": str(checkpoint),
+                                            "versions": state.get("versions", {})})
+    print(f"wrote {out / 'model.safetensors'} and {out / 'model.json'}")
+    if args.onnx:
+        size = cfg.model.input_size
+        images = torch.rand(3, 3, size, size) * 2 - 1
+        networks = {"embed": EmbeddingNetwork(model)}
+        if model.generator is not None:
+            networks["unmask"] = UnmaskNetwork(model)
+        for name, network in networks.items():
+            path = export_onnx(network, size, out / f"{name}.onnx")
+            diffs = ", ".join(f"{d:.2e}" for d in onnx_max_abs_diff(network, path, images))
+            print(f"wrote {path} (max abs difference to PyTorch: {diffs})")
+    return 0
