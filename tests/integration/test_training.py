@@ -84,3 +84,18 @@ def test_starting_over_sets_the_previous_run_aside(tiny_config, tiny_faces):
     assert ckpt.latest_checkpoint(run).name == "step_00000004"
     # only the new run's checkpoints (one per stage end, the newest two kept)
     assert sorted(p.name for p in (run / "checkpoints").glob("step_*")) == ["step_00000003", "step_00000004"]
+
+
+def test_tensorboard_gets_loss_scalars_and_restoration_grids(tiny_config, tiny_faces):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = tiny_config(stages(2, 5, 5), "train.tensorboard=true")
+    Trainer(cfg, tiny_faces, progress=False).fit(resume=False)
+    events = EventAccumulator(str(Path(cfg.train.out_dir) / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    tags = events.Tags()
+    assert {"train/recognition/rec", "train/synthesis/pix", "train/joint/id", "perf/images_per_s"} <= set(tags["scalars"])
+    assert {"images/synthesis", "images/joint"} <= set(tags["images"])
+    image = events.Images("images/synthesis")[-1]
+    assert image.height == 3 * 32 and image.width == 8 * 32  # masked / restored / clean rows

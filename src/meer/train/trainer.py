@@ -181,6 +181,7 @@ class Trainer:
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.precision) if cuda else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=cuda and cfg.train.precision == "fp16")
         self.writer = None
+        self.preview: torch.Tensor | None = None  # latest masked / restored / clean faces
         self.history: list[dict[str, float]] = []
 
     # ------------------------------------------------------------------ set-up per stage
@@ -301,6 +302,8 @@ class Trainer:
             for key, value in parts.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach()) / len(batches)
             sums["total"] = sums.get("total", 0.0) + float(total.detach()) / len(batches)
+        if restored is not None and self.cfg.train.tensorboard:
+            self.preview = torch.cat([batch["masked"][:8], restored[:8], batch["clean"][:8]]).detach()
         self.clip_and_step(g_optimisers)
 
         if d_optimiser is not None and state.d_step is not None:
@@ -382,7 +385,8 @@ class Trainer:
                 self.log(stage, index, done, record)
                 window, window_steps, tick = {}, 0, time.perf_counter()
             if bar is not None:
-                bar.set_postfix(loss=f"{parts['total']:.3f}")
+                rate = images_per_step * bar.format_dict["rate"] if bar.format_dict.get("rate") else 0.0
+                bar.set_postfix(loss=f"{parts['total']:.3f}", img_s=f"{rate:.0f}")
                 bar.update(1)
             if done % cfg.train.ckpt_every == 0 or done == stage.steps:
                 self.save(index, done, state)
@@ -410,6 +414,11 @@ class Trainer:
             for key, value in record.items():
                 group = "perf" if key in ("images_per_s", "lr") else f"train/{stage.name}"
                 self.writer.add_scalar(f"{group}/{key}", value, global_step)
+            if self.preview is not None:  # rows: masked inputs, restored faces, clean faces
+                grid = tile_images(self.preview, columns=len(self.preview) // 3)
+                self.writer.add_image(f"images/{stage.name}", grid, global_step)
+                self.preview = None
+            self.writer.flush()
 
     def set_aside_previous_run(self) -> None:
         """Starting over in a folder that holds a run: move its checkpoints and history aside
@@ -506,6 +515,15 @@ class Trainer:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+def tile_images(images: torch.Tensor, columns: int) -> torch.Tensor:
+    """``[N, 3, S, S]`` in [-1, 1] -> one ``[3, rows*S, columns*S]`` image in [0, 1]."""
+    n, c, h, w = images.shape
+    rows = -(-n // columns)
+    padded = torch.cat([images, images.new_full((rows * columns - n, c, h, w), -1.0)])
+    grid = padded.view(rows, columns, c, h, w).permute(2, 0, 3, 1, 4).reshape(c, rows * h, columns * w)
+    return ((grid.float().clamp(-1, 1) + 1) / 2).cpu()
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[MEER, Config, dict[str, Any]]:
