@@ -41,6 +41,7 @@ from meer.eval.suite import (
     VerificationSet,
     pooled_threshold,
     run_verification,
+    verification_rows,
     write_restoration_grid,
 )
 from meer.io import atomic_write_text
@@ -109,29 +110,21 @@ def evaluate_system(checkpoint: Path, val: VerificationSet, test: VerificationSe
 
 
 def row(name: str, result: dict[str, Any], seconds: float) -> dict[str, Any]:
-    test, val = result["test"], result["val"]
-    r: dict[str, Any] = {"system": name, "train_min": seconds / 60}
-    for setting in ("U-U", "M-U", "M-M"):
-        r[setting] = test["verification"][setting].accuracy_mean * 100
-        r[f"{setting}_std"] = test["verification"][setting].accuracy_std * 100
-    r["tar"] = test["verification"]["M-U"].tar_at_far[1e-2] * 100
-    r["val_mu"] = val["verification"]["M-U"].accuracy_mean * 100
+    r = verification_rows(name, result["test"])
+    r["val_mu"] = result["val"]["verification"]["M-U"].accuracy_mean * 100
     if "rmfrd" in result:
         r["rmfrd_r1"] = result["rmfrd"][0].rank_accuracy[1] * 100
         r["rmfrd_r5"] = result["rmfrd"][0].rank_accuracy[5] * 100
-    synthesis = test["synthesis"]
-    r["psnr"] = synthesis.psnr if synthesis else None
-    r["ssim"] = synthesis.ssim if synthesis else None
-    r["idsim"] = synthesis.identity_similarity if synthesis else None
+    r["train_min"] = seconds / 60
     return r
 
 
 COLUMNS = [
-    ("system", "System", "{}"),
-    ("U-U", "U-U acc %", "{:.2f}"), ("U-U_std", "±", "{:.2f}"),
-    ("M-U", "M-U acc %", "{:.2f}"), ("M-U_std", "±", "{:.2f}"),
-    ("M-M", "M-M acc %", "{:.2f}"), ("M-M_std", "±", "{:.2f}"),
-    ("tar", "M-U TAR@FAR=1e-2 %", "{:.1f}"),
+    ("name", "System", "{}"),
+    ("acc_U-U", "U-U acc %", "{:.2f}"), ("std_U-U", "±", "{:.2f}"),
+    ("acc_M-U", "M-U acc %", "{:.2f}"), ("std_M-U", "±", "{:.2f}"),
+    ("acc_M-M", "M-M acc %", "{:.2f}"), ("std_M-M", "±", "{:.2f}"),
+    ("tar2", "M-U TAR@FAR=1e-2 %", "{:.1f}"),
     ("rmfrd_r1", "rmfrd-dev rank-1 %", "{:.1f}"), ("rmfrd_r5", "rank-5 %", "{:.1f}"),
     ("psnr", "PSNR mask dB", "{:.2f}"), ("ssim", "SSIM mask", "{:.3f}"), ("idsim", "ID sim", "{:.3f}"),
     ("val_mu", "val M-U acc %", "{:.2f}"), ("train_min", "train min", "{:.1f}"),

@@ -20,7 +20,13 @@ from meer.data.masks import MASK_TYPES
 from meer.data.synthetic import SyntheticFaces
 from meer.eval.pairs import SETTINGS, make_pairs
 from meer.eval.report import markdown_table, plot_roc, write_metrics_json
-from meer.eval.suite import VerificationSet, run_verification, write_restoration_grid
+from meer.eval.suite import (
+    VerificationSet,
+    run_verification,
+    verification_columns,
+    verification_rows,
+    write_restoration_grid,
+)
 from meer.io import atomic_write_text
 from meer.train.trainer import Trainer, versions
 
@@ -125,32 +131,9 @@ def protocol(settings: DemoSettings, num_pairs: int) -> dict[str, Any]:
 def summary_table(results: dict[str, tuple]) -> str:
     rows = []
     for name, (verification, synthesis, seconds) in results.items():
-        row: dict[str, Any] = {"system": name, "train_s": seconds}
-        for setting in SETTINGS:
-            row[f"acc_{setting}"] = verification[setting].accuracy_mean * 100
-            row[f"std_{setting}"] = verification[setting].accuracy_std * 100
-        mu = verification["M-U"]
-        row["tar"] = mu.tar_at_far[1e-2] * 100
-        row["auc"] = mu.auc
-        row["eer"] = mu.eer * 100
-        row["psnr"] = synthesis.psnr if synthesis is not None else None
-        row["ssim"] = synthesis.ssim if synthesis is not None else None
-        row["idsim"] = synthesis.identity_similarity if synthesis is not None else None
-        rows.append(row)
-    columns = [("system", "System", "{}")]
-    for setting in SETTINGS:
-        columns.append((f"acc_{setting}", f"{setting} acc %", "{:.2f}"))
-    columns += [
-        ("std_M-U", "M-U std", "{:.2f}"),
-        ("tar", "M-U TAR@FAR=1e-2 %", "{:.1f}"),
-        ("auc", "M-U AUC", "{:.4f}"),
-        ("eer", "M-U EER %", "{:.2f}"),
-        ("psnr", "PSNR (mask) dB", "{:.2f}"),
-        ("ssim", "SSIM (mask)", "{:.3f}"),
-        ("idsim", "ID sim restored-clean", "{:.3f}"),
-        ("train_s", "train s", "{:.0f}"),
-    ]
-    return markdown_table(rows, columns)
+        row = verification_rows(name, {"verification": verification, "synthesis": synthesis})
+        rows.append({**row, "train_s": seconds})
+    return markdown_table(rows, [*verification_columns("System"), ("train_s", "train s", "{:.0f}")])
 
 
 def summary_markdown(table: str, cfg: Config, metrics: dict, settings: DemoSettings, num_pairs: int) -> str:

@@ -62,7 +62,8 @@ def pooled_threshold(result: dict[str, Any], protocol: VerificationSet, setting:
 
 
 def verification_rows(name: str, result: dict[str, Any]) -> dict[str, Any]:
-    row: dict[str, Any] = {"protocol": name}
+    """One table row (percentages) from ``{"verification": {setting: result}, "synthesis": ...}``."""
+    row: dict[str, Any] = {"name": name}
     for setting in SETTINGS:
         v = result["verification"][setting]
         row[f"acc_{setting}"] = v.accuracy_mean * 100
@@ -78,13 +79,15 @@ def verification_rows(name: str, result: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-VERIFICATION_COLUMNS = [
-    ("protocol", "Protocol", "{}"),
-    ("acc_U-U", "U-U acc %", "{:.2f}"), ("acc_M-U", "M-U acc %", "{:.2f}"), ("std_M-U", "M-U std", "{:.2f}"),
-    ("acc_M-M", "M-M acc %", "{:.2f}"), ("tar2", "M-U TAR@1e-2 %", "{:.1f}"), ("tar3", "M-U TAR@1e-3 %", "{:.1f}"),
-    ("auc", "M-U AUC", "{:.4f}"), ("eer", "M-U EER %", "{:.2f}"),
-    ("psnr", "PSNR mask dB", "{:.2f}"), ("ssim", "SSIM mask", "{:.3f}"), ("idsim", "ID sim", "{:.3f}"),
-]
+def verification_columns(first_header: str) -> list[tuple[str, str, str]]:
+    """Columns for :func:`markdown_table` over :func:`verification_rows` rows."""
+    return [
+        ("name", first_header, "{}"),
+        ("acc_U-U", "U-U acc %", "{:.2f}"), ("acc_M-U", "M-U acc %", "{:.2f}"), ("std_M-U", "M-U std", "{:.2f}"),
+        ("acc_M-M", "M-M acc %", "{:.2f}"), ("tar2", "M-U TAR@1e-2 %", "{:.1f}"),
+        ("tar3", "M-U TAR@1e-3 %", "{:.1f}"), ("auc", "M-U AUC", "{:.4f}"), ("eer", "M-U EER %", "{:.2f}"),
+        ("psnr", "PSNR mask dB", "{:.2f}"), ("ssim", "SSIM mask", "{:.3f}"), ("idsim", "ID sim", "{:.3f}"),
+    ]
 
 
 def write_report(out: Path, name: str, checkpoint: str, results: dict[str, dict[str, Any]],
@@ -102,7 +105,7 @@ def write_report(out: Path, name: str, checkpoint: str, results: dict[str, dict[
         rows.append(verification_rows(protocol, result))
     text = f"# meer eval: {name}\n\nCheckpoint: `{checkpoint}`\n\n"
     if rows:
-        text += markdown_table(rows, VERIFICATION_COLUMNS) + "\n\n"
+        text += markdown_table(rows, verification_columns("Protocol")) + "\n\n"
     if identification:
         metrics["identification"] = identification
         id_rows = [{"protocol": k, "r1": v["rank_accuracy"]["1"] * 100, "r5": v["rank_accuracy"]["5"] * 100,
