@@ -2,6 +2,12 @@
 
     python bench/lfw_benchmark.py --lfw-cache /tmp/lfw112 --rmfrd-cache /tmp/rmfrd112
 
+and its teacher-guided suite (issue 7: dlib's ResNet as the peer to beat and as the teacher),
+on caches in dlib's framing (``meer prepare ... --size 150 --template dlib``):
+
+    python bench/lfw_benchmark.py --suite teacher --lfw-cache /tmp/lfw150d --rmfrd-cache /tmp/rmfrd150d \
+        --out runs/lfw-teacher
+
 Trains the four systems (ArcFace without masks, ArcFace with mask augmentation, MEER without
 the generator, MEER) with the same backbone, data and recogniser budget on the LFW identities
 outside View-2 folds 6-10, then tests each on folds 6-10 (3,000 pairs, 5-fold accuracy) in
@@ -22,6 +28,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; see meer.cli.main
 
 import argparse
+import json
 import logging
 import time
 from pathlib import Path
@@ -34,6 +41,7 @@ from meer.config import load_config
 from meer.data.cache import FaceCache
 from meer.data.faceset import FaceSet
 from meer.data.protocols import masked_folder_protocol, read_lfw_pairs
+from meer.eval.embed import render_test_masks
 from meer.eval.pairs import make_pairs
 from meer.eval.real import masked_identification, resolve_pairs
 from meer.eval.report import markdown_table, write_metrics_json
@@ -44,7 +52,7 @@ from meer.eval.suite import (
     verification_rows,
     write_restoration_grid,
 )
-from meer.io import atomic_write_text
+from meer.io import atomic_write, atomic_write_text
 from meer.train.checkpoint import latest_checkpoint
 from meer.train.trainer import Trainer, load_model, versions
 
@@ -52,10 +60,17 @@ log = logging.getLogger("lfw_benchmark")
 
 SYSTEMS = {
     "MEER": "lfw",
+    "MEER, full-rate recogniser": "lfw-meer-fullrate",
     "ArcFace + mask aug.": "lfw-arcface-maskaug",
     "MEER w/o generator": "lfw-meer-nogen",
     "ArcFace (no masks)": "lfw-arcface",
 }
+TEACHER_SYSTEMS = {
+    "Teacher-guided MEER": "lfw-teacher",
+    "Teacher-guided ArcFace + mask aug.": "lfw-teacher-arcface-maskaug",
+}
+PEER = "dlib (peer: its own detector, alignment, descriptor)"
+PORT = "dlib ResNet, ported, on our alignment (no training)"
 TEST_FOLDS = [5, 6, 7, 8, 9]  # View-2 folds 6-10, 0-based
 MASK_SEED = 12345
 
@@ -87,20 +102,31 @@ def lfw_split(cache: FaceCache, pairs_file: Path, size: int, val_identities: int
 
 
 def train_system(config: str, out: Path, train: FaceSet, step_scale: float) -> tuple[Path, float]:
+    """Train (or finish training) one system; returns its checkpoint and its training seconds,
+    summed over the invocations that trained it (kept in ``train_seconds.json``)."""
     cfg = load_config(config, [f"train.out_dir={out}"])
     for stage in cfg.stages:
         stage.steps = max(1, round(stage.steps * step_scale))
+    record = out / "train_seconds.json"
+    seconds = json.loads(record.read_text())["seconds"] if record.exists() else 0.0
     tick = time.perf_counter()
     Trainer(cfg, train, progress=True).fit(resume=True)
-    return latest_checkpoint(out), time.perf_counter() - tick
+    seconds += time.perf_counter() - tick
+    atomic_write_text(record, json.dumps({"seconds": seconds}) + "\n")
+    return latest_checkpoint(out), seconds
 
 
 def evaluate_system(checkpoint: Path, val: VerificationSet, test: VerificationSet, rmfrd) -> dict[str, Any]:
     model, cfg, _ = load_model(checkpoint)
-    types = tuple(cfg.data.mask_types)
+    return evaluate_model(model, tuple(cfg.data.mask_types), val, test, rmfrd, checkpoint)
+
+
+def evaluate_model(model, types: tuple[str, ...], val: VerificationSet, test: VerificationSet, rmfrd,
+                   checkpoint: Path | None = None) -> dict[str, Any]:
     val_result = run_verification(model, val, MASK_SEED, types)
     threshold, accuracy = pooled_threshold(val_result, val, "M-U")
-    write_calibration(checkpoint, Calibration(threshold, "lfw-bench validation identities, M-U", accuracy, "M-U"))
+    if checkpoint is not None:
+        write_calibration(checkpoint, Calibration(threshold, "lfw-bench validation identities, M-U", accuracy, "M-U"))
     test_result = run_verification(model, test, MASK_SEED, types, progress=True)
     out = {"val": val_result, "test": test_result}
     if rmfrd is not None:
@@ -109,13 +135,60 @@ def evaluate_system(checkpoint: Path, val: VerificationSet, test: VerificationSe
     return out
 
 
-def row(name: str, result: dict[str, Any], seconds: float) -> dict[str, Any]:
+def evaluate_peer(out: Path, cache: FaceCache, rows: np.ndarray, test: VerificationSet, lfw_root: Path,
+                  rmfrd, rmfrd_root: Path, workers: int) -> dict[str, Any]:
+    """dlib's own pipeline on the original photos: the test masks (rendered on the crops of the
+    dlib-template cache, as for every other row) are pasted back into each photo first.
+    Descriptors are kept in ``out/descriptors.npz``; a rerun only scores them again."""
+    from meer.eval.evaluate import Embeddings, verify_settings
+    from meer.eval.identification import identify
+    from meer.peers.dlib import describe_photos
+
+    store = out / "descriptors.npz"
+    if not store.exists():
+        if cache.matrices is None:
+            raise SystemExit(f"{cache.path} has no alignment matrices; prepare it again with this meer")
+        masked = render_test_masks(test.faces, MASK_SEED, ("surgical", "n95", "cloth"))
+        tasks = [(lfw_root / cache.paths[r], cache.matrices[r], masked.images[i], masked.occlusion[i], cache.faces.size)
+                 for i, r in enumerate(rows)]
+        results = describe_photos(tasks, workers, progress=True)
+        arrays = {"clean": np.stack([r[0] for r in results]), "masked": np.stack([r[2] for r in results]),
+                  "clean_source": np.array([r[1] for r in results]), "masked_source": np.array([r[3] for r in results])}
+        if rmfrd is not None:
+            protocol = rmfrd[1]
+            keys = protocol.probes + protocol.gallery
+            found = describe_photos([(rmfrd_root / k, None, None, None, 0) for k in keys], workers, progress=True)
+            arrays["rmfrd"] = np.stack([r[0] for r in found])
+            arrays["rmfrd_source"] = np.array([r[1] for r in found])
+        out.mkdir(parents=True, exist_ok=True)
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, **arrays)
+
+        atomic_write(store, write)
+    arrays = np.load(store)
+    result: dict[str, Any] = {
+        "test": {"verification": verify_settings(Embeddings(arrays["clean"], arrays["masked"]), test.pairs),
+                 "synthesis": None},
+        "sources": {k: dict(zip(*np.unique(arrays[k], return_counts=True))) for k in arrays if k.endswith("source")},
+    }
+    if rmfrd is not None:
+        protocol = rmfrd[1]
+        probes, gallery = arrays["rmfrd"][: len(protocol.probes)], arrays["rmfrd"][len(protocol.probes):]
+        keep = np.isin(protocol.probe_labels, protocol.gallery_labels)
+        result["rmfrd"] = (identify(probes[keep], protocol.probe_labels[keep], gallery, protocol.gallery_labels),
+                           {"probes": int(keep.sum()), "gallery": len(protocol.gallery)})
+    return result
+
+
+def row(name: str, result: dict[str, Any], seconds: float | None) -> dict[str, Any]:
     r = verification_rows(name, result["test"])
-    r["val_mu"] = result["val"]["verification"]["M-U"].accuracy_mean * 100
+    r["val_mu"] = result["val"]["verification"]["M-U"].accuracy_mean * 100 if "val" in result else None
     if "rmfrd" in result:
         r["rmfrd_r1"] = result["rmfrd"][0].rank_accuracy[1] * 100
         r["rmfrd_r5"] = result["rmfrd"][0].rank_accuracy[5] * 100
-    r["train_min"] = seconds / 60
+    r["train_min"] = seconds / 60 if seconds is not None else None
     return r
 
 
@@ -138,18 +211,31 @@ def main() -> None:
     parser.add_argument("--rmfrd-cache", help="meer prepare output of ../shared/data/rmfrd-dev")
     parser.add_argument("--rmfrd-root", default="../shared/data/rmfrd-dev")
     parser.add_argument("--out", default="runs/lfw-bench")
-    parser.add_argument("--systems", nargs="*", default=list(SYSTEMS), choices=list(SYSTEMS))
+    parser.add_argument("--suite", default="small", choices=["small", "teacher"],
+                        help="small: the four from-scratch systems; teacher: dlib peer + teacher-guided systems")
+    parser.add_argument("--systems", nargs="*", help="a subset of the suite's trained systems (default: all)")
+    parser.add_argument("--lfw-root", default="../shared/data/lfw", help="LFW photos (the dlib peer reads them)")
+    parser.add_argument("--workers", type=int, default=2, help="processes for the dlib peer")
     parser.add_argument("--val-identities", type=int, default=120)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--step-scale", type=float, default=1.0, help="multiply every stage's steps (smoke runs)")
-    parser.add_argument("--grid", default="docs/images/lfw_restorations.png", help="restored LFW test faces")
+    parser.add_argument("--grid", help="restored LFW test faces (default: docs/images/lfw_restorations.png, "
+                        "lfw_teacher_restorations.png for the teacher suite)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
+    systems = SYSTEMS if args.suite == "small" else TEACHER_SYSTEMS
+    unknown = sorted(set(args.systems or []) - set(systems))
+    if unknown:
+        parser.error(f"unknown system {unknown[0]!r} for suite {args.suite}; choose from {sorted(systems)}")
     out = Path(args.out)
-    size = load_config(SYSTEMS["MEER"]).model.input_size
-    train, val, test, counts = lfw_split(FaceCache.open(args.lfw_cache), Path(args.pairs), size, args.val_identities,
-                                         args.seed)
+    if args.grid is None:
+        args.grid = f"docs/images/lfw{'_teacher' if args.suite == 'teacher' else ''}_restorations.png"
+    size = load_config(next(iter(systems.values()))).model.input_size
+    lfw = FaceCache.open(args.lfw_cache)
+    if args.suite == "teacher" and (lfw.template != "dlib" or lfw.faces.size != size):
+        parser.error(f"the teacher suite needs a {size}px dlib-template cache (meer prepare --size {size} --template dlib)")
+    train, val, test, counts = lfw_split(lfw, Path(args.pairs), size, args.val_identities, args.seed)
     log.info("split: %s", counts)
     rmfrd = None
     if args.rmfrd_cache:
@@ -157,25 +243,46 @@ def main() -> None:
 
     rows, metrics = [], {"split": counts, "versions": versions(), "seed": args.seed, "mask_seed": MASK_SEED,
                          "step_scale": args.step_scale, "systems": {}}
-    for name in args.systems:
-        log.info("=== %s (%s)", name, SYSTEMS[name])
-        checkpoint, seconds = train_system(SYSTEMS[name], out / SYSTEMS[name], train, args.step_scale)
+    if args.suite == "teacher":
+        from meer.eval.real import pair_rows
+        from meer.models.meer import MEER
+
+        log.info("=== %s", PEER)
+        test_rows = pair_rows(lfw, read_lfw_pairs(Path(args.pairs)), TEST_FOLDS)
+        result = evaluate_peer(out / "dlib-peer", lfw, test_rows, test, Path(args.lfw_root), rmfrd,
+                               Path(args.rmfrd_root), args.workers)
+        rows.append(row(PEER, result, None))
+        metrics["systems"][PEER] = summary(result, None, None) | {"face_sources": {
+            k: {str(a): int(b) for a, b in v.items()} for k, v in result["sources"].items()}}
+        log.info("=== %s", PORT)
+        port = MEER("dlib_resnet", input_size=size, embedding_dim=128, decouple=False, generator=False,
+                    pretrained="dlib").eval()
+        result = evaluate_model(port, ("surgical", "n95", "cloth"), val, test, rmfrd)
+        rows.append(row(PORT, result, None))
+        metrics["systems"][PORT] = summary(result, None, None)
+    for name in args.systems or list(systems):
+        log.info("=== %s (%s)", name, systems[name])
+        checkpoint, seconds = train_system(systems[name], out / systems[name], train, args.step_scale)
         result = evaluate_system(checkpoint, val, test, rmfrd)
         rows.append(row(name, result, seconds))
-        metrics["systems"][name] = {
-            "checkpoint": str(checkpoint),
-            "train_seconds_this_invocation": seconds,
-            "val": {k: v.to_dict() for k, v in result["val"]["verification"].items()},
-            "test": {k: v.to_dict() for k, v in result["test"]["verification"].items()},
-            "synthesis": result["test"]["synthesis"].to_dict() if result["test"]["synthesis"] else None,
-            "rmfrd": ({**result["rmfrd"][0].to_dict(), "counts": result["rmfrd"][1]} if "rmfrd" in result else None),
-        }
+        metrics["systems"][name] = summary(result, checkpoint, seconds)
         if result["test"]["synthesis"] is not None and args.grid:
             write_restoration_grid(Path(args.grid), result["test"], rows=8)
         table = markdown_table(rows, COLUMNS)
         write_metrics_json(out / "results.json", metrics)
         atomic_write_text(out / "table.md", table + "\n")
         print(table, flush=True)
+
+
+def summary(result: dict[str, Any], checkpoint: Path | None, seconds: float | None) -> dict[str, Any]:
+    return {
+        "checkpoint": str(checkpoint) if checkpoint else None,
+        "train_seconds": seconds,
+        "val": {k: v.to_dict() for k, v in result["val"]["verification"].items()} if "val" in result else None,
+        "test": {k: v.to_dict() for k, v in result["test"]["verification"].items()},
+        "synthesis": result["test"]["synthesis"].to_dict() if result["test"]["synthesis"] else None,
+        "rmfrd": ({**result["rmfrd"][0].to_dict(), "counts": result["rmfrd"][1]} if "rmfrd" in result else None),
+    }
 
 
 if __name__ == "__main__":

@@ -414,7 +414,7 @@ class FaceModel:
 
         from meer.data.align import align_face
         from meer.data.detect import detect_with_padding, pick_main_face
-        from meer.data.faceset import arcface_template
+        from meer.data.faceset import face_template
 
         scale = min(1.0, DETECT_MAX_SIDE / max(image.shape[:2]))
         small = image if scale == 1.0 else cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
@@ -425,15 +425,16 @@ class FaceModel:
         box, landmarks = main.box / scale, main.landmarks5 / scale
         # A face much larger than the crop is shrunk with area averaging first, so that the
         # bilinear warp of the alignment does not alias.
-        template = arcface_template(self.input_size)
+        alignment = self.config.model.alignment
+        template = face_template(alignment, self.input_size)
         eyes_crop = float(np.linalg.norm(template[1] - template[0]))
         eyes_photo = max(float(np.linalg.norm(landmarks[1] - landmarks[0])), 1e-6)
         shrink = min(1.0, 1.5 * eyes_crop / eyes_photo)
         if shrink < 1.0:
             warped_from = cv2.resize(image, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA)
-            crop = align_face(warped_from, landmarks * shrink, self.input_size)[0]
+            crop = align_face(warped_from, landmarks * shrink, self.input_size, alignment)[0]
         else:
-            crop = align_face(image, landmarks, self.input_size)[0]
+            crop = align_face(image, landmarks, self.input_size, alignment)[0]
         return Face(crop, box.astype(np.float32), landmarks.astype(np.float32), float(main.score), len(found), source)
 
     def _faces(self, images: ImageInput | Sequence[ImageInput], aligned: bool) -> list[Face]:

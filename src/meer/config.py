@@ -18,7 +18,9 @@ from typing import Any
 
 import yaml
 
-BACKBONES = ("iresnet18", "iresnet34", "iresnet50", "iresnet100")
+BACKBONES = ("iresnet18", "iresnet34", "iresnet50", "iresnet100", "dlib_resnet")
+PRETRAINED = ("", "dlib")  # "dlib": dlib's face-recognition ResNet (backbone dlib_resnet only)
+TEACHERS = ("", "dlib")
 MODULE_GROUPS = ("backbone", "decouple", "centres", "generator", "discriminator")
 LOSS_GROUPS = ("recognition", "synthesis", "feedback")
 
@@ -39,16 +41,33 @@ class ModelConfig:
     discriminator_width: int = 64
     discriminator_layers: int = 3
     occlusion_threshold: float = 0.5  # predicted occlusion above this is repainted
+    pretrained: str = ""  # "dlib": start the dlib_resnet backbone from dlib's trained weights
+    template: str = ""  # face alignment the network reads: arcface | dlib; "" = the backbone's own
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
             raise ValueError(f"model.backbone must be one of {BACKBONES}, got {self.backbone!r}")
-        if self.input_size % 16 or self.input_size < 32:
+        if self.backbone == "dlib_resnet":
+            if self.input_size < 64:
+                raise ValueError(f"model.input_size must be >= 64 for dlib_resnet (150 for its weights), got {self.input_size}")
+        elif self.input_size % 16 or self.input_size < 32:
             raise ValueError(f"model.input_size must be a multiple of 16 and >= 32, got {self.input_size}")
+        if self.template not in ("", "arcface", "dlib"):
+            raise ValueError(f"model.template must be arcface or dlib (or empty), got {self.template!r}")
+        if self.pretrained not in PRETRAINED:
+            raise ValueError(f"model.pretrained must be one of {PRETRAINED}, got {self.pretrained!r}")
+        if self.pretrained == "dlib" and (self.backbone, self.input_size, self.embedding_dim) != ("dlib_resnet", 150, 128):
+            raise ValueError("model.pretrained: dlib needs backbone dlib_resnet, input_size 150 and embedding_dim 128")
         if self.width <= 0:
             raise ValueError(f"model.width must be positive, got {self.width}")
         if self.generator and not self.decouple:
             raise ValueError("model.generator needs model.decouple (it is gated by the predicted occlusion)")
+
+
+    @property
+    def alignment(self) -> str:
+        """The 5-point template faces are aligned to for this network (see meer.data.faceset)."""
+        return self.template or ("dlib" if self.backbone == "dlib_resnet" else "arcface")
 
 
 @dataclass
@@ -162,6 +181,27 @@ def three_stage_schedule() -> list[StageConfig]:
 
 
 @dataclass
+class TeacherConfig:
+    """A frozen pretrained recogniser guiding training (DESIGN.md, teacher-guided MEER).
+
+    Its embedding of each clean training face (cached once per run) is the target of the
+    student's identity embedding, through a learned linear projection, for the masked face
+    (``distill``) and the clean one (``distill_clean``); with ``judge`` it also replaces the
+    student as the identity judge of the id-preserving loss on restored faces.
+    """
+
+    kind: str = ""  # "" (no teacher) | "dlib"
+    distill: float = 1.0  # cosine distance, projected student(masked) -> teacher(clean)
+    distill_clean: float = 1.0  # the same for the student's clean face
+    judge: bool = True  # teacher scores restored faces in the id-preserving loss
+    batch_size: int = 64  # for caching the teacher's embeddings
+
+    def __post_init__(self) -> None:
+        if self.kind not in TEACHERS:
+            raise ValueError(f"teacher.kind must be one of {TEACHERS}, got {self.kind!r}")
+
+
+@dataclass
 class TrainConfig:
     out_dir: str = "runs/meer"
     seed: int = 0
@@ -194,11 +234,14 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
     stages: list[StageConfig] = field(default_factory=three_stage_schedule)
 
     def __post_init__(self) -> None:
         if not self.stages:
             raise ValueError("stages: at least one stage is needed")
+        if self.teacher.kind == "dlib" and self.model.input_size != 150:
+            raise ValueError("teacher.kind: dlib reads 150x150 faces; set model.input_size: 150 (a dlib-frame cache)")
         present = {"decouple": self.model.decouple, "generator": self.model.generator}
         present["discriminator"] = self.model.generator
         for stage in self.stages:

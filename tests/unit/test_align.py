@@ -55,3 +55,17 @@ def test_center_crop_is_the_central_square():
     assert crop.shape == (50, 50, 3) and crop.min() == 255
     np.testing.assert_allclose(transform_points([[30, 0]], matrix), [[0, 0]])
     np.testing.assert_allclose(landmarks, arcface_template(50))
+
+
+def test_dlib_template_frames_the_face_closer_and_lower_than_arcface():
+    from meer.data.faceset import face_template
+
+    arc, dlib = face_template("arcface", 150), face_template("dlib", 150)
+    # dlib's chip is a closer view (eyes farther apart) centred lower (eyes higher, chin inside)
+    assert np.ptp(dlib[:2, 0]) > np.ptp(arc[:2, 0])
+    assert dlib[:2, 1].mean() < arc[:2, 1].mean() and dlib[3:, 1].mean() < arc[3:, 1].mean()
+    # and it is (nearly) a similarity of ArcFace's: the same face shape, framed differently
+    residual = np.abs(transform_points(arc, estimate_similarity(arc, dlib)) - dlib).max()
+    assert residual < 3.0
+    with pytest.raises(ValueError, match="unknown template"):
+        face_template("vgg", 112)

@@ -41,6 +41,10 @@ def test_layered_files(tmp_path):
         ("nonsense", "must look like section.key=value"),
         ("stages=[{name: a, steps: 1, train: [wheels], losses: [recognition]}]", "unknown module 'wheels'"),
         ("stages=[]", "at least one stage"),
+        ("model.pretrained=imagenet", "model.pretrained must be one of"),
+        ("model.pretrained=dlib", "needs backbone dlib_resnet, input_size 150 and embedding_dim 128"),
+        ("teacher.kind=vgg", "teacher.kind must be one of"),
+        ("teacher.kind=dlib", "reads 150x150 faces"),
     ],
 )
 def test_bad_values_fail_with_a_clear_message(override, message):

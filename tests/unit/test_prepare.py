@@ -172,3 +172,32 @@ def test_parallel_workers_match_single_process(tmp_path):
         np.asarray(FaceCache.open(tmp_path / "one").faces.images),
         np.asarray(FaceCache.open(tmp_path / "two").faces.images),
     )
+
+
+@pytest.mark.parametrize("template", ["arcface", "dlib"])
+def test_cache_keeps_the_matrix_from_each_photo_to_its_crop(tmp_path, fake_detector, template):
+    source = make_folder(tmp_path / "src", people=2, per_person=2)
+    prepare_dataset(source, tmp_path / "out", size=64, template=template, workers=1, progress=False)
+    cache = FaceCache.open(tmp_path / "out")
+    assert cache.template == template and cache.matrices.shape == (4, 2, 3)
+    for row, key in enumerate(cache.paths):
+        original = cv2.cvtColor(cv2.imread(str(source / key)), cv2.COLOR_BGR2RGB)
+        again = cv2.warpAffine(original, cache.matrices[row], (64, 64), flags=cv2.INTER_LINEAR, borderValue=0)
+        np.testing.assert_array_equal(again, cache.faces.images[row])
+
+
+def test_unknown_template_is_refused(tmp_path, fake_detector):
+    with pytest.raises(ValueError, match="template must be one of"):
+        prepare_dataset(make_folder(tmp_path / "src"), tmp_path / "out", template="vgg", workers=1)
+
+
+def test_training_refuses_a_cache_with_another_alignment(tmp_path, fake_detector):
+    from meer.config import load_config
+    from meer.train.trainer import load_faces
+
+    prepare_dataset(make_folder(tmp_path / "src"), tmp_path / "out", size=48, template="dlib", workers=1, progress=False)
+    cfg = load_config("tiny", [f"data.source={tmp_path / 'out'}"])
+    with pytest.raises(ValueError, match="aligned to the dlib template but this model reads arcface"):
+        load_faces(cfg)
+    cfg = load_config("tiny", [f"data.source={tmp_path / 'out'}", "model.template=dlib"])
+    assert load_faces(cfg).size == 48

@@ -79,11 +79,10 @@ def run(args: argparse.Namespace) -> int:
         protocols.append(VerificationSet("synthetic", faces, make_pairs(faces.labels, demo.folds, demo.pairs_per_fold,
                                                                         seed=args.mask_seed)))
     if args.lfw_cache:
-        from meer.data.cache import FaceCache
         from meer.data.protocols import read_lfw_pairs
         from meer.eval.real import resolve_pairs
 
-        faces, pairs = resolve_pairs(FaceCache.open(args.lfw_cache), read_lfw_pairs(args.pairs), parse_folds(args.folds))
+        faces, pairs = resolve_pairs(open_cache(args.lfw_cache, cfg), read_lfw_pairs(args.pairs), parse_folds(args.folds))
         protocols.append(VerificationSet("pairs", faces, pairs))
     results = {}
     for protocol in protocols:
@@ -91,11 +90,10 @@ def run(args: argparse.Namespace) -> int:
                                                   args.flip, progress)
     identification = None
     if args.masked_cache:
-        from meer.data.cache import FaceCache
         from meer.data.protocols import masked_folder_protocol
         from meer.eval.real import masked_identification
 
-        result, counts = masked_identification(model, FaceCache.open(args.masked_cache),
+        result, counts = masked_identification(model, open_cache(args.masked_cache, cfg),
                                                masked_folder_protocol(args.masked_root), args.flip, progress=progress)
         identification = {"masked": {**result.to_dict(), "counts": counts}}
     out = Path(args.out) if args.out else checkpoint / "eval"
@@ -114,3 +112,15 @@ def run(args: argparse.Namespace) -> int:
         print((out / "summary.md").read_text())
         print(f"report: {out}")
     return 0
+
+
+def open_cache(path: str, cfg):
+    """A prepared cache, refused when its alignment is not the one the model was trained on."""
+    from meer.cli import MeerError
+    from meer.data.cache import FaceCache
+
+    cache = FaceCache.open(path)
+    if cache.template != cfg.model.alignment:
+        raise MeerError(f"{path} is aligned to the {cache.template} template; this model reads "
+                        f"{cfg.model.alignment}-aligned faces (meer prepare --template {cfg.model.alignment})")
+    return cache

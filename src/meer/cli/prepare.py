@@ -14,6 +14,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--output", required=True, help="cache folder to write")
     parser.add_argument("--size", type=int, default=112, help="side of the aligned crops (default 112)")
     parser.add_argument(
+        "--template", default="arcface", choices=["arcface", "dlib"],
+        help="alignment: ArcFace's 5-point template (default) or dlib's face-chip framing "
+        "(use with --size 150 for the dlib teacher and peer)",
+    )
+    parser.add_argument(
         "--detector", default="auto", choices=["auto", "mtcnn", "mediapipe"],
         help="face detector for photos (default: the first installed of mtcnn, mediapipe)",
     )
@@ -31,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from meer.data.prepare import prepare_dataset
 
     report = prepare_dataset(
-        args.source, args.output, size=args.size, detector=args.detector, no_face=args.no_face,
+        args.source, args.output, size=args.size, template=args.template, detector=args.detector, no_face=args.no_face,
         resume=not args.no_resume, progress=not args.quiet, workers=args.workers,
     )
     print(report.summary())

@@ -1,4 +1,4 @@
-"""Similarity alignment of a detected face onto the ArcFace 5-point template.
+"""Similarity alignment of a detected face onto a 5-point template (ArcFace's by default).
 
 The recognition network and the mask renderer both assume the landmarks sit at the
 template's positions (eyes level, at fixed pixels), which is what this module guarantees.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from meer.data.faceset import arcface_template
+from meer.data.faceset import face_template
 
 
 def estimate_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -45,9 +45,9 @@ def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 
 
 def align_face(
-    image: np.ndarray, landmarks5: np.ndarray, size: int = 112
+    image: np.ndarray, landmarks5: np.ndarray, size: int = 112, template: str = "arcface"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Warp a face so its 5 landmarks land on the ArcFace template scaled to ``size``.
+    """Warp a face so its 5 landmarks land on the ``template`` (arcface | dlib) scaled to ``size``.
 
     image:      uint8 [H, W, 3]
     landmarks5: [5, 2] left eye, right eye, nose tip, left / right mouth corner (image coords)
@@ -57,13 +57,15 @@ def align_face(
     landmarks5 = np.asarray(landmarks5, np.float32)
     if landmarks5.shape != (5, 2):
         raise ValueError(f"landmarks5 must be [5, 2], got {landmarks5.shape}")
-    matrix = estimate_similarity(landmarks5, arcface_template(size))
+    matrix = estimate_similarity(landmarks5, face_template(template, size))
     # black border like InsightFace's norm_crop, so its released crops and ours look alike
     aligned = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderValue=0)
     return aligned, matrix, transform_points(landmarks5, matrix)
 
 
-def center_crop(image: np.ndarray, size: int = 112) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def center_crop(
+    image: np.ndarray, size: int = 112, template: str = "arcface"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The fallback when no face is found: the largest central square, resized to ``size``.
 
     It suits tight face crops (the face fills the frame); the landmarks returned are the
@@ -78,4 +80,4 @@ def center_crop(image: np.ndarray, size: int = 112) -> tuple[np.ndarray, np.ndar
     square = image[top : top + side, left : left + side]
     interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
     crop = cv2.resize(square, (size, size), interpolation=interpolation)
-    return crop, matrix, arcface_template(size).astype(np.float32)
+    return crop, matrix, face_template(template, size).astype(np.float32)

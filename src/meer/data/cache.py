@@ -4,6 +4,8 @@ Layout of a finished cache folder::
 
     images.u8       uint8 [N, S, S, 3] raw, C order (memory-mapped on open)
     landmarks.npy   float32 [N, 5, 2] landmarks in the aligned crop
+    matrices.npy    float64 [N, 2, 3] similarity from the source image to the crop (caches
+                    written before meer 0.2 lack it)
     labels.npy      int64 [N] identity index
     fallback.npy    bool [N] True where no face was found and the centre crop was used
     names.json      identity names, ``names[label]``
@@ -13,7 +15,7 @@ Layout of a finished cache folder::
                     times — written last
 
 While a run is in progress the folder holds append-only logs instead (``images.u8``,
-``landmarks.f32``, ``rows.jsonl``, ``failures.jsonl``) and ``progress.json``, which records
+``landmarks.f32``, ``matrices.f64``, ``rows.jsonl``, ``failures.jsonl``) and ``progress.json``, which records
 how many bytes of each log are committed. A chunk's data is flushed to disk before
 ``progress.json`` is replaced (atomically), so a killed run leaves at worst some uncommitted
 bytes at the end of the logs; resuming truncates them and carries on from the last commit.
@@ -39,8 +41,8 @@ CACHE_VERSION = 1
 MANIFEST = "manifest.json"
 PROGRESS = "progress.json"
 IMAGES = "images.u8"
-_LOGS = ("images.u8", "landmarks.f32", "rows.jsonl", "failures.jsonl")
-_FINAL = ("landmarks.npy", "labels.npy", "fallback.npy", "names.json", "paths.json", "issame.npy")
+_LOGS = ("images.u8", "landmarks.f32", "matrices.f64", "rows.jsonl", "failures.jsonl")
+_FINAL = ("landmarks.npy", "matrices.npy", "labels.npy", "fallback.npy", "names.json", "paths.json", "issame.npy")
 _ALL_FILES = frozenset((*_LOGS, *_FINAL, MANIFEST, PROGRESS))
 
 
@@ -63,13 +65,14 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 @dataclass
 class Row:
-    """One aligned face ready to be appended: uint8 [S, S, 3], float32 [5, 2]."""
+    """One aligned face ready to be appended: uint8 [S, S, 3], float32 [5, 2], source -> crop [2, 3]."""
 
     key: str
     identity: str
     image: np.ndarray
     landmarks: np.ndarray
     fallback: bool
+    matrix: np.ndarray
 
 
 class CacheWriter:
@@ -136,6 +139,7 @@ class CacheWriter:
         blobs = {
             "images.u8": b"".join(np.ascontiguousarray(r.image, np.uint8).tobytes() for r in rows),
             "landmarks.f32": b"".join(np.asarray(r.landmarks, "<f4").tobytes() for r in rows),
+            "matrices.f64": b"".join(np.asarray(r.matrix, "<f8").tobytes() for r in rows),
             "rows.jsonl": "".join(
                 json.dumps({"key": r.key, "identity": r.identity, "fallback": r.fallback}) + "\n" for r in rows
             ).encode(),
@@ -164,6 +168,8 @@ class CacheWriter:
         label_of = {name: i for i, name in enumerate(names)}
         landmarks = np.fromfile(self.path / "landmarks.f32", dtype="<f4").reshape(n, 5, 2)
         _save_npy(self.path / "landmarks.npy", landmarks.astype(np.float32))
+        matrices = np.fromfile(self.path / "matrices.f64", dtype="<f8").reshape(n, 2, 3)
+        _save_npy(self.path / "matrices.npy", matrices.astype(np.float64))
         _save_npy(self.path / "labels.npy", np.array([label_of[r["identity"]] for r in rows], np.int64))
         _save_npy(self.path / "fallback.npy", np.array([r["fallback"] for r in rows], bool))
         if issame is not None:
@@ -195,7 +201,7 @@ class CacheWriter:
             **(extra or {}),
         }
         atomic_write_json(self.path / MANIFEST, manifest)
-        for name in ("landmarks.f32", "rows.jsonl", "failures.jsonl", PROGRESS):
+        for name in ("landmarks.f32", "matrices.f64", "rows.jsonl", "failures.jsonl", PROGRESS):
             (self.path / name).unlink()
         self.complete = True
         return manifest
@@ -208,17 +214,19 @@ class FaceCache:
     paths:    [N] source-relative path of each row
     fallback: bool [N], rows aligned by the centre-crop fallback
     issame:   bool [P] for a verification ``.bin`` source, else None
+    matrices: float64 [N, 2, 3] source image -> crop, or None (caches from before meer 0.2)
     manifest: the parsed ``manifest.json``
     """
 
     def __init__(self, path: Path, manifest: dict, faces: FaceSet, paths: list[str],
-                 fallback: np.ndarray, issame: np.ndarray | None) -> None:
+                 fallback: np.ndarray, issame: np.ndarray | None, matrices: np.ndarray | None = None) -> None:
         self.path = path
         self.manifest = manifest
         self.faces = faces
         self.paths = paths
         self.fallback = fallback
         self.issame = issame
+        self.matrices = matrices
         self.index = {key: row for row, key in enumerate(paths)}
 
     @classmethod
@@ -243,7 +251,13 @@ class FaceCache:
         )
         issame = np.load(path / "issame.npy") if (path / "issame.npy").exists() else None
         paths = json.loads((path / "paths.json").read_text())
-        return cls(path, manifest, faces, paths, np.load(path / "fallback.npy"), issame)
+        matrices = np.load(path / "matrices.npy") if (path / "matrices.npy").exists() else None
+        return cls(path, manifest, faces, paths, np.load(path / "fallback.npy"), issame, matrices)
+
+    @property
+    def template(self) -> str:
+        """The alignment template of the crops: ``arcface`` or ``dlib``."""
+        return self.manifest["settings"].get("template", "arcface")
 
     def __len__(self) -> int:
         return len(self.paths)

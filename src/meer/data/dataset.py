@@ -2,7 +2,8 @@
 
 Each sample is a dict of tensors:
 ``masked`` / ``clean`` [3, S, S] in [-1, 1], ``occlusion`` [1, S, S] (1 = covered),
-``mask_type`` [] (0 = no mask) and ``label`` [].
+``mask_type`` [] (0 = no mask), ``label`` [], ``index`` [] (the row in the face set) and
+``flipped`` [] (1 when the sample is mirrored).
 
 Randomness is a pure function of ``(seed, epoch, index)``, so a resumed run, a DDP rank or a
 DataLoader worker all draw exactly the same masks for the same sample.
@@ -67,7 +68,8 @@ class MaskedFaces(Dataset):
         rng = np.random.default_rng([self.seed, epoch, index])
         image = np.asarray(self.faces.images[index])
         landmarks = np.asarray(self.faces.landmarks[index], dtype=np.float32)
-        if self.flip and rng.random() < 0.5:
+        flipped = bool(self.flip and rng.random() < 0.5)
+        if flipped:
             image, landmarks = hflip(image, landmarks)
         masked, occlusion, mask_type = image, np.zeros(image.shape[:2], np.uint8), 0
         if rng.random() < self.mask_prob:
@@ -79,6 +81,8 @@ class MaskedFaces(Dataset):
             "occlusion": torch.from_numpy(np.ascontiguousarray(occlusion)).float()[None],
             "mask_type": torch.tensor(mask_type, dtype=torch.long),
             "label": torch.tensor(int(self.faces.labels[index]), dtype=torch.long),
+            "index": torch.tensor(index, dtype=torch.long),
+            "flipped": torch.tensor(int(flipped), dtype=torch.long),
         }
 
 

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from meer.data.align import align_face, center_crop
 from meer.data.cache import CacheWriter, Row
 from meer.data.detect import BACKENDS, available_detectors, detect_faces, pick_main_face
-from meer.data.faceset import arcface_template
+from meer.data.faceset import TEMPLATES, arcface_template
 from meer.data.formats import IMAGE_EXTENSIONS, open_source
 
 log = logging.getLogger(__name__)
@@ -95,18 +95,20 @@ def _single_threaded() -> Iterator[None]:
         _set_threads(*previous)
 
 
-def _init_worker(detector: str | None, size: int, no_face: str, aligned: bool, pooled: bool) -> None:
+def _init_worker(detector: str | None, size: int, no_face: str, aligned: bool, pooled: bool,
+                 template: str = "arcface") -> None:
     if pooled:  # a worker process lives only for this run
         _set_threads(1, 1)
     if detector is not None:
         from meer.data import detect
 
         _worker["detector"] = detect.create_detector(detector)
-    _worker.update(size=size, no_face=no_face, aligned=aligned)
+    _worker.update(size=size, no_face=no_face, aligned=aligned, template=template)
 
 
 def _process(data: bytes) -> tuple[str, Any]:
-    """Encoded image -> ("ok", (image [S, S, 3], landmarks [5, 2], fallback)) or ("fail", reason)."""
+    """Encoded image -> ("ok", (image [S, S, 3], landmarks [5, 2], fallback, matrix [2, 3])) or
+    ("fail", reason)."""
     size = _worker["size"]
     buffer = np.frombuffer(data, np.uint8)
     decoded = cv2.imdecode(buffer, cv2.IMREAD_COLOR) if buffer.size else None
@@ -116,17 +118,19 @@ def _process(data: bytes) -> tuple[str, Any]:
     if _worker["aligned"]:
         # already on the 112 template: only the scale changes
         height, width = image.shape[:2]
+        matrix = np.array([[size / width, 0.0, 0.0], [0.0, size / height, 0.0]])
         if (height, width) != (size, size):
             interpolation = cv2.INTER_AREA if height > size else cv2.INTER_LINEAR
             image = cv2.resize(image, (size, size), interpolation=interpolation)
-        return "ok", (image, arcface_template(size), False)
+        return "ok", (image, arcface_template(size), False, matrix)
+    template = _worker["template"]
     face = pick_main_face(detect_faces(_worker["detector"], image), image.shape)
     if face is not None:
-        aligned, _, landmarks = align_face(image, face.landmarks5, size)
-        return "ok", (aligned, landmarks, False)
+        aligned, matrix, landmarks = align_face(image, face.landmarks5, size, template)
+        return "ok", (aligned, landmarks, False, matrix)
     if _worker["no_face"] == "center":
-        crop, _, landmarks = center_crop(image, size)
-        return "ok", (crop, landmarks, True)
+        crop, matrix, landmarks = center_crop(image, size, template)
+        return "ok", (crop, landmarks, True, matrix)
     return "fail", "no face detected"
 
 
@@ -153,6 +157,7 @@ def prepare_dataset(
     output: str | os.PathLike,
     *,
     size: int = 112,
+    template: str = "arcface",
     detector: str = "auto",
     no_face: str = "skip",
     resume: bool = True,
@@ -162,7 +167,9 @@ def prepare_dataset(
 ) -> PrepareReport:
     """Align every face of ``source`` (image folder, RecordIO or ``.bin``) into a cache at ``output``.
 
-    size:       side of the aligned crops (the ArcFace template is scaled to it)
+    size:       side of the aligned crops (the template is scaled to it)
+    template:   ``arcface`` (the 112 ArcFace 5-point template) or ``dlib`` (dlib's 150 face-chip
+                framing, for the dlib teacher and peer; see :mod:`meer.data.faceset`)
     detector:   ``auto``, ``mtcnn`` or ``mediapipe`` (ignored for already aligned sources)
     no_face:    ``skip`` or ``center`` (see the module docstring)
     resume:     continue a run interrupted in ``output``; False starts over
@@ -174,6 +181,8 @@ def prepare_dataset(
     """
     if size < 16:
         raise ValueError(f"size must be at least 16 pixels, got {size}")
+    if template not in TEMPLATES:
+        raise ValueError(f"template must be one of {TEMPLATES}, got {template!r}")
     if no_face not in NO_FACE_POLICIES:
         raise ValueError(f"no_face must be one of {NO_FACE_POLICIES}, got {no_face!r}")
     data = open_source(source)
@@ -186,12 +195,14 @@ def prepare_dataset(
         "no_face": no_face,
         "items": len(data),
     }
+    if template != "arcface":  # absent = arcface, so caches from before templates still resume
+        settings["template"] = template
     writer = CacheWriter(output, settings, resume=resume)
     start_item = writer.items_done
     if not writer.complete:
         if start_item:
             log.info("resuming %s at item %d of %d", output, start_item, len(data))
-        _run(data, writer, start_item, detector_name, size, no_face, progress, workers, chunk_size)
+        _run(data, writer, start_item, detector_name, size, no_face, progress, workers, chunk_size, template)
     manifest = writer.finalize(issame=data.issame)
     counts = manifest["counts"]
     return PrepareReport(
@@ -203,18 +214,19 @@ def prepare_dataset(
 
 
 def _run(data, writer: CacheWriter, start: int, detector: str | None, size: int, no_face: str,
-         progress: bool, workers: int | None, chunk_size: int) -> None:
+         progress: bool, workers: int | None, chunk_size: int, template: str = "arcface") -> None:
     workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
     init_args = (detector, size, no_face, data.aligned)
+    template_arg = (template,)
     bar = tqdm(total=len(data), initial=start, unit="img", desc="prepare", disable=not progress)
     pool = None
     try:
         with _single_threaded():
             if workers > 1:
                 # spawn, not fork: a forked torch can deadlock on locks held by the parent's threads
-                pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, (*init_args, True))
+                pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, (*init_args, True, *template_arg))
             else:
-                _init_worker(*init_args, False)
+                _init_worker(*init_args, False, *template_arg)
             _run_chunks(data, writer, start, pool, bar, chunk_size)
     finally:
         bar.close()
@@ -246,8 +258,8 @@ def _run_chunks(data, writer: CacheWriter, start: int, pool, bar: tqdm, chunk_si
         rows: list[Row] = []
         for (i, _), (status, value) in zip(todo, results):
             if status == "ok":
-                image, landmarks, fallback = value
-                rows.append(Row(data.keys[i], data.identities[i], image, landmarks, fallback))
+                image, landmarks, fallback, matrix = value
+                rows.append(Row(data.keys[i], data.identities[i], image, landmarks, fallback, matrix))
             else:
                 failures.append((i, value))
             bar.update(1)

@@ -27,6 +27,20 @@ def resolve_pairs(cache: FaceCache, pairs: PairList, folds: Sequence[int] | None
     in the cache: a missing one is an error naming it, since dropping pairs silently would
     change the protocol.
     """
+    keep, used, inverse = _pair_rows(cache, pairs, folds)
+    n = int(keep.sum())
+    _, fold = np.unique(pairs.fold[keep], return_inverse=True)
+    subset = FaceSet(np.asarray(cache.faces.images[used]), cache.faces.landmarks[used], cache.faces.labels[used],
+                     cache.faces.names)
+    return subset, Pairs(inverse[:n], inverse[n:], pairs.same[keep], fold.astype(np.int64))
+
+
+def pair_rows(cache: FaceCache, pairs: PairList, folds: Sequence[int] | None = None) -> np.ndarray:
+    """The cache rows of the faces :func:`resolve_pairs` returns, in its order."""
+    return _pair_rows(cache, pairs, folds)[1]
+
+
+def _pair_rows(cache: FaceCache, pairs: PairList, folds: Sequence[int] | None):
     keep = np.ones(len(pairs), bool) if folds is None else np.isin(pairs.fold, list(folds))
     if not keep.any():
         raise ValueError(f"no pairs in folds {list(folds or [])}")
@@ -37,11 +51,7 @@ def resolve_pairs(cache: FaceCache, pairs: PairList, folds: Sequence[int] | None
     if missing:
         raise ValueError(f"{len(missing)} pair images are not in the cache {cache.path}, e.g. {missing[0]}")
     used, inverse = np.unique(np.concatenate([rows_first, rows_second]), return_inverse=True)
-    n = len(first)
-    _, fold = np.unique(pairs.fold[keep], return_inverse=True)
-    subset = FaceSet(np.asarray(cache.faces.images[used]), cache.faces.landmarks[used], cache.faces.labels[used],
-                     cache.faces.names)
-    return subset, Pairs(inverse[:n], inverse[n:], pairs.same[keep], fold.astype(np.int64))
+    return keep, used, inverse
 
 
 def masked_identification(

@@ -62,6 +62,11 @@ class MaskDecoupling(nn.Module):
         )
         self.grl_strength = grl_strength
 
+    def start_closed(self, bias: float = -4.0) -> None:
+        """Spatial attention starts near 0 (sigmoid(-4) = 0.018), so ``x_id`` starts near ``x``."""
+        nn.init.zeros_(self.spatial_attention.weight)
+        nn.init.constant_(self.spatial_attention.bias, bias)
+
     def forward(self, x: torch.Tensor, prev: torch.Tensor | None = None) -> DecoupleOutput:
         """``x`` [B, C, h, w] (last map), ``prev`` [B, C', 2h, 2w] (the map before it)."""
         if self.use_prev:
@@ -72,8 +77,8 @@ class MaskDecoupling(nn.Module):
         else:
             occlusion_logits = self.occlusion_head(x)
         occlusion = torch.sigmoid(occlusion_logits)
-        if self.use_prev:  # the previous map has twice the resolution of x
-            occlusion = F.avg_pool2d(occlusion, 2)
+        if self.use_prev:  # the previous map has (about) twice the resolution of x
+            occlusion = F.adaptive_avg_pool2d(occlusion, x.shape[-2:])
         spatial_in = torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True), occlusion], 1)
         attention = torch.sigmoid(self.channel_attention(x)) * torch.sigmoid(self.spatial_attention(spatial_in))
         x_mask = attention * x

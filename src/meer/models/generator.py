@@ -15,7 +15,8 @@ from torch import nn
 
 
 class UpBlock(nn.Module):
-    """Bilinear x2 (no checkerboard), concatenate the gated skip, two conv-BN-ReLU."""
+    """Bilinear up to the skip's size (x2 for IResNet; no checkerboard), concatenate the gated
+    skip, two conv-BN-ReLU."""
 
     def __init__(self, cin: int, cskip: int, cout: int) -> None:
         super().__init__()
@@ -29,7 +30,7 @@ class UpBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
         return self.body(torch.cat([x, skip], 1))
 
 
@@ -59,9 +60,9 @@ class UnmaskGenerator(nn.Module):
         """
         visible = 1.0 - occlusion
         x = self.bottleneck(identity)
-        x = self.up8(x, skips[2] * F.avg_pool2d(visible, 8))
-        x = self.up4(x, skips[1] * F.avg_pool2d(visible, 4))
-        x = self.up2(x, skips[0] * F.avg_pool2d(visible, 2))
+        x = self.up8(x, skips[2] * F.adaptive_avg_pool2d(visible, skips[2].shape[-2:]))
+        x = self.up4(x, skips[1] * F.adaptive_avg_pool2d(visible, skips[1].shape[-2:]))
+        x = self.up2(x, skips[0] * F.adaptive_avg_pool2d(visible, skips[0].shape[-2:]))
         x = self.up1(x, image * visible)
         return torch.tanh(self.to_rgb(x))
 

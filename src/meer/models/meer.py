@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from meer.models.backbones import create_iresnet
+from meer.models.backbones import create_backbone
 from meer.models.decouple import DecoupleOutput, MaskDecoupling
 from meer.models.generator import UnmaskGenerator, composite
 
@@ -49,14 +49,16 @@ class MEER(nn.Module):
         generator: bool = True,
         generator_width: int = 32,
         occlusion_threshold: float = 0.5,
+        pretrained: str = "",
     ) -> None:
         super().__init__()
         if generator and not decouple:
             raise ValueError("the generator needs the decoupling module's occlusion map")
         self.input_size = input_size
         self.occlusion_threshold = occlusion_threshold
-        self.backbone = create_iresnet(
-            backbone, width=width, input_size=input_size, embedding_dim=embedding_dim, dropout=dropout
+        self.backbone = create_backbone(
+            backbone, width=width, input_size=input_size, embedding_dim=embedding_dim, dropout=dropout,
+            pretrained=pretrained,
         )
         channels = self.backbone.channels
         self.decouple = (
@@ -70,6 +72,10 @@ class MEER(nn.Module):
             if decouple
             else None
         )
+        if self.decouple is not None and pretrained:
+            # Start with (almost) no attention, x_id ~ x: the pretrained network's embedding
+            # survives the new module until training teaches it what to take out.
+            self.decouple.start_closed()
         self.generator = UnmaskGenerator(channels[3], channels[:3], generator_width) if generator else None
 
     def forward(self, images: torch.Tensor) -> Encoded:
@@ -122,4 +128,5 @@ def build_model(model_cfg, grl_strength: float = 1.0) -> MEER:
         generator=model_cfg.generator,
         generator_width=model_cfg.generator_width,
         occlusion_threshold=model_cfg.occlusion_threshold,
+        pretrained=model_cfg.pretrained,
     )

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from meer.config import LossConfig
+from meer.config import LossConfig, TeacherConfig
 from meer.losses.decoupling import occlusion_loss, orthogonality_loss
 from meer.losses.gan import GANLoss, feature_matching_loss
 from meer.losses.identity import id_preserving_loss, pixel_loss
@@ -29,13 +29,16 @@ class Nets:
     classifier: nn.Module  # (embeddings, labels) -> margin softmax loss; centres inside
     discriminator: nn.Module | None
     gan: GANLoss
+    teacher: nn.Module | None = None  # frozen; images -> the teacher's embedding
+    projection: nn.Module | None = None  # student embedding -> teacher space; trains with the backbone
 
     def modules(self) -> dict[str, nn.Module | None]:
-        """The trainable groups by the names stages use."""
+        """The trainable groups by the names stages use (``projection`` follows ``backbone``)."""
         return {
             "backbone": self.model.backbone,
             "decouple": self.model.decouple,
             "centres": self.classifier,
+            "projection": self.projection,
             "generator": self.model.generator,
             "discriminator": self.discriminator,
         }
@@ -44,10 +47,18 @@ class Nets:
         return self.classifier(embeddings, labels)
 
 
+def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (1 - F.cosine_similarity(a.float(), b.detach().float())).mean()
+
+
 def generator_objective(
-    batch: dict[str, torch.Tensor], nets: Nets, weights: LossConfig, losses: set[str]
+    batch: dict[str, torch.Tensor], nets: Nets, weights: LossConfig, losses: set[str],
+    teacher: TeacherConfig | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
-    """All non-discriminator losses of one step. Returns (total, parts, restored faces or None)."""
+    """All non-discriminator losses of one step. Returns (total, parts, restored faces or None).
+
+    With a teacher, ``batch["teacher"]`` holds the teacher's embedding of each clean face.
+    """
     model = nets.model
     masked, clean, labels = batch["masked"], batch["clean"], batch["label"]
     parts: dict[str, torch.Tensor] = {}
@@ -66,6 +77,15 @@ def generator_objective(
             parts["dec"] = weights.dec * F.cross_entropy(dec.adversary_logits.float(), batch["mask_type"])
             if weights.ortho > 0:
                 parts["ortho"] = weights.ortho * orthogonality_loss(dec.identity, dec.mask)
+        if nets.projection is not None and teacher is not None:
+            target = batch["teacher"]
+            parts["distill"] = teacher.distill * cosine_distance(nets.projection(encoded.embedding), target)
+            if teacher.distill_clean > 0:
+                if clean_encoded is None:
+                    clean_encoded = model(clean)
+                parts["distill_clean"] = teacher.distill_clean * cosine_distance(
+                    nets.projection(clean_encoded.embedding), target
+                )
 
     restored = None
     if "synthesis" in losses or "feedback" in losses:
@@ -80,12 +100,19 @@ def generator_objective(
             else:
                 fake_scores = nets.discriminator(restored)
             parts["adv"] = weights.adv * nets.gan(fake_scores, real=True)
-        restored_encoded = model(restored)
-        if clean_encoded is None:
-            with torch.no_grad():
-                clean_encoded = model(clean)
-        parts["id"] = weights.id * id_preserving_loss(restored_encoded.embedding, clean_encoded.embedding)
+        restored_encoded = None
+        if nets.teacher is not None and teacher is not None and teacher.judge:
+            # The frozen teacher is the judge: no gradient moves it, all of it reaches the generator.
+            parts["id"] = weights.id * id_preserving_loss(nets.teacher(restored), batch["teacher"])
+        else:
+            restored_encoded = model(restored)
+            if clean_encoded is None:
+                with torch.no_grad():
+                    clean_encoded = model(clean)
+            parts["id"] = weights.id * id_preserving_loss(restored_encoded.embedding, clean_encoded.embedding)
         if "feedback" in losses and weights.rec_restored > 0:
+            if restored_encoded is None:
+                restored_encoded = model(restored)
             # The recogniser learns from its own de-occluded faces.
             parts["rec_restored"] = weights.rec_restored * nets.rec_loss(restored_encoded.embedding, labels)
 

@@ -10,6 +10,7 @@ logging and checkpoints; the objectives in :mod:`meer.train.objectives` own the 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -43,7 +44,7 @@ from meer.train.objectives import Nets, discriminator_objective, generator_objec
 
 log = logging.getLogger(__name__)
 
-RECOGNISER = ("backbone", "decouple", "centres")
+RECOGNISER = ("backbone", "decouple", "centres", "projection")
 
 
 def versions() -> dict[str, str]:
@@ -78,7 +79,16 @@ def build_nets(cfg: Config, num_classes: int) -> Nets:
         PatchDiscriminator(cfg.model.discriminator_width, cfg.model.discriminator_layers) if cfg.model.generator else None
     )
     classifier = head(num_classes, cfg.model.embedding_dim, margin, seed=cfg.train.seed)
-    return Nets(model, classifier, discriminator, GANLoss(cfg.loss.gan_mode))
+    teacher = projection = None
+    if cfg.teacher.kind == "dlib":
+        from meer.models.backbones import dlib_teacher
+
+        teacher = dlib_teacher()
+        dim = teacher.head.fc.out_features
+        projection = nn.Linear(cfg.model.embedding_dim, dim, bias=False)
+        if cfg.model.embedding_dim == dim:  # a student that starts as the teacher starts aligned
+            nn.init.eye_(projection.weight)
+    return Nets(model, classifier, discriminator, GANLoss(cfg.loss.gan_mode), teacher, projection)
 
 
 def load_faces(cfg: Config) -> FaceSet:
@@ -93,7 +103,11 @@ def load_faces(cfg: Config) -> FaceSet:
     else:
         from meer.data.cache import FaceCache
 
-        faces = FaceCache.open(data.source).faces
+        cache = FaceCache.open(data.source)
+        if cache.template != cfg.model.alignment:
+            raise ValueError(f"{data.source} is aligned to the {cache.template} template but this model reads "
+                             f"{cfg.model.alignment}-aligned faces (meer prepare --template {cfg.model.alignment})")
+        faces = cache.faces
     if faces.size != cfg.model.input_size:
         raise ValueError(f"data has {faces.size}x{faces.size} faces but model.input_size is {cfg.model.input_size}")
     return faces
@@ -103,6 +117,14 @@ def contiguous_labels(faces: FaceSet) -> FaceSet:
     """Renumber identities 0..K-1 (a subset of a dataset may skip some)."""
     _, labels = np.unique(faces.labels, return_inverse=True)
     return FaceSet(faces.images, faces.landmarks, labels.astype(np.int64), faces.names)
+
+
+def class_means(embeddings: torch.Tensor, labels: np.ndarray) -> torch.Tensor:
+    """Unit-norm mean embedding of each class ``[K, D]`` (labels contiguous 0..K-1)."""
+    index = torch.as_tensor(labels, device=embeddings.device)
+    sums = torch.zeros(int(index.max()) + 1, embeddings.shape[1], device=embeddings.device)
+    sums.index_add_(0, index, embeddings.float())
+    return torch.nn.functional.normalize(sums, dim=1)
 
 
 def lr_lambda(stage: StageConfig, warmup: int, schedule: str):
@@ -124,10 +146,12 @@ class GeneratorStep(nn.Module):
         super().__init__()
         self.nets = nets
         self.model, self.classifier, self.discriminator = nets.model, nets.classifier, nets.discriminator
+        self.projection = nets.projection  # registered, so DDP averages its gradients
         self.weights, self.losses = cfg.loss, losses
+        self.teacher_cfg = cfg.teacher if nets.teacher is not None else None
 
     def forward(self, batch: dict[str, torch.Tensor]):
-        return generator_objective(batch, self.nets, self.weights, self.losses)
+        return generator_objective(batch, self.nets, self.weights, self.losses, self.teacher_cfg)
 
 
 class DiscriminatorStep(nn.Module):
@@ -163,12 +187,24 @@ class Trainer:
         self.num_classes = self.faces.num_identities
         self.nets = build_nets(cfg, self.num_classes)
         torch.manual_seed(cfg.train.seed + self.env.rank)
-        for module in self.nets.modules().values():
+        for module in [*self.nets.modules().values(), self.nets.teacher]:
             if module is not None:
                 module.to(self.env.device)
                 if cfg.train.channels_last:
                     module.to(memory_format=torch.channels_last)
         self.run_dir = Path(cfg.train.out_dir)
+        self.teacher_targets = None
+        if self.nets.teacher is not None:
+            from meer.train.teacher import teacher_targets
+
+            self.teacher_targets = teacher_targets(
+                self.nets.teacher, self.faces, self.run_dir, cfg.teacher.batch_size, self.env, progress
+            ).to(self.env.device)
+            if cfg.model.pretrained and cfg.model.embedding_dim == self.teacher_targets.shape[-1]:
+                # The student starts as the teacher, so the teacher's class means are centres it
+                # already agrees with: the margin loss starts small instead of tearing the
+                # pretrained features towards random centres. (A resumed run loads its own.)
+                self.nets.classifier.load_full_weight(class_means(self.teacher_targets[:, 0], self.faces.labels))
         self.progress = progress and self.env.is_main
         self.dataset = MaskedFaces(
             self.faces,
@@ -192,12 +228,13 @@ class Trainer:
         for name, module in self.nets.modules().items():
             if module is None:
                 continue
-            trainable = name in stage.train
+            trainable = name in stage.train or (name == "projection" and "backbone" in stage.train)
             module.train(trainable)
             for param in module.parameters():
                 param.requires_grad_(trainable)
-        # The fixed-scale BN of the embedding head never trains (as in arcface_torch).
-        self.nets.model.backbone.head.features.weight.requires_grad_(False)
+        features = getattr(self.nets.model.backbone.head, "features", None)
+        if features is not None:  # IResNet's fixed-scale BN never trains (as in arcface_torch)
+            features.weight.requires_grad_(False)
 
     def build_stage(self, stage: StageConfig) -> StageState:
         self.set_trainable(stage)
@@ -270,6 +307,8 @@ class Trainer:
 
     def to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = {k: v.to(self.env.device, non_blocking=True) for k, v in batch.items()}
+        if self.teacher_targets is not None:
+            out["teacher"] = self.teacher_targets[out["index"], out["flipped"]]
         if self.cfg.train.channels_last:
             for key in ("masked", "clean"):
                 out[key] = out[key].contiguous(memory_format=torch.channels_last)
@@ -338,7 +377,10 @@ class Trainer:
             self.set_aside_previous_run()
         if latest is not None:
             start_stage, start_step, restored = self.restore(latest)
-            log.info("resuming from %s (stage %s, step %d)", latest, stages[start_stage].name, start_step)
+            if start_stage < len(stages):
+                log.info("resuming from %s (stage %s, step %d)", latest, stages[start_stage].name, start_step)
+            else:
+                log.info("%s finished every stage; nothing left to train", latest)
         if self.env.is_main:
             self.save_run_info()
         offset = sum(s.steps for s in stages[:start_stage])
@@ -479,7 +521,9 @@ class Trainer:
 
     def weight_tensors(self) -> dict[str, torch.Tensor]:
         """Every network's weights, unwrapped, with the full (gathered) class-centre matrix."""
-        tensors = ckpt.flat_state({"model": self.nets.model, "discriminator": self.nets.discriminator})
+        tensors = ckpt.flat_state(
+            {"model": self.nets.model, "discriminator": self.nets.discriminator, "projection": self.nets.projection}
+        )
         tensors["centres.weight"] = self.nets.classifier.full_weight().cpu().contiguous().clone()
         return tensors
 
@@ -492,6 +536,8 @@ class Trainer:
         self.nets.model.load_state_dict(ckpt.split_state(tensors, "model"))
         if self.nets.discriminator is not None:
             self.nets.discriminator.load_state_dict(ckpt.split_state(tensors, "discriminator"))
+        if self.nets.projection is not None:
+            self.nets.projection.load_state_dict(ckpt.split_state(tensors, "projection"))
         self.nets.classifier.load_full_weight(tensors["centres.weight"].to(self.env.device))
         train_state = ckpt.load_train_state(path)
         torch.set_rng_state(train_state["torch_rng"])
@@ -533,7 +579,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[ME
     """
     meta = ckpt.read_state(path)
     cfg = config_from_dict(meta["config"])
-    model = build_model(cfg.model, grl_strength=cfg.loss.grl_lambda)
+    # the checkpoint holds every weight: no need for (nor dependency on) pretrained files
+    model = build_model(dataclasses.replace(cfg.model, pretrained=""), grl_strength=cfg.loss.grl_lambda)
     tensors = ckpt.split_state(ckpt.load_weights(path), "model")
     try:
         model.load_state_dict(tensors)

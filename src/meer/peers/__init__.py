@@ -1,0 +1,1 @@
+"""Other recognisers, run with their own pipelines, as rows to compare meer against."""
