@@ -168,18 +168,22 @@ def evaluate_peer(out: Path, cache: FaceCache, rows: np.ndarray, test: Verificat
 
         atomic_write(store, write)
     arrays = np.load(store)
-    result: dict[str, Any] = {
-        "test": {"verification": verify_settings(Embeddings(arrays["clean"], arrays["masked"]), test.pairs),
-                 "synthesis": None},
-        "sources": {k: dict(zip(*np.unique(arrays[k], return_counts=True))) for k in arrays if k.endswith("source")},
-    }
-    if rmfrd is not None:
-        protocol = rmfrd[1]
-        probes, gallery = arrays["rmfrd"][: len(protocol.probes)], arrays["rmfrd"][len(protocol.probes):]
-        keep = np.isin(protocol.probe_labels, protocol.gallery_labels)
-        result["rmfrd"] = (identify(probes[keep], protocol.probe_labels[keep], gallery, protocol.gallery_labels),
-                           {"probes": int(keep.sum()), "gallery": len(protocol.gallery)})
-    return result
+    results = {}
+    for metric in ("cosine", "euclidean"):
+        embeddings = Embeddings(arrays["clean"], arrays["masked"])
+        result: dict[str, Any] = {
+            "test": {"verification": verify_settings(embeddings, test.pairs, metric), "synthesis": None},
+            "sources": {k: dict(zip(*np.unique(arrays[k], return_counts=True))) for k in arrays if k.endswith("source")},
+        }
+        if rmfrd is not None:
+            protocol = rmfrd[1]
+            probes, gallery = arrays["rmfrd"][: len(protocol.probes)], arrays["rmfrd"][len(protocol.probes):]
+            keep = np.isin(protocol.probe_labels, protocol.gallery_labels)
+            result["rmfrd"] = (identify(probes[keep], protocol.probe_labels[keep], gallery, protocol.gallery_labels,
+                                        metric=metric),
+                               {"probes": int(keep.sum()), "gallery": len(protocol.gallery)})
+        results[metric] = result
+    return results
 
 
 def row(name: str, result: dict[str, Any], seconds: float | None) -> dict[str, Any]:
@@ -249,11 +253,13 @@ def main() -> None:
 
         log.info("=== %s", PEER)
         test_rows = pair_rows(lfw, read_lfw_pairs(Path(args.pairs)), TEST_FOLDS)
-        result = evaluate_peer(out / "dlib-peer", lfw, test_rows, test, Path(args.lfw_root), rmfrd,
-                               Path(args.rmfrd_root), args.workers)
-        rows.append(row(PEER, result, None))
-        metrics["systems"][PEER] = summary(result, None, None) | {"face_sources": {
-            k: {str(a): int(b) for a, b in v.items()} for k, v in result["sources"].items()}}
+        peer = evaluate_peer(out / "dlib-peer", lfw, test_rows, test, Path(args.lfw_root), rmfrd,
+                             Path(args.rmfrd_root), args.workers)
+        for metric, result in peer.items():
+            name = f"{PEER}, {metric}"
+            rows.append(row(name, result, None))
+            metrics["systems"][name] = summary(result, None, None) | {"face_sources": {
+                k: {str(a): int(b) for a, b in v.items()} for k, v in result["sources"].items()}}
         log.info("=== %s", PORT)
         port = MEER("dlib_resnet", input_size=size, embedding_dim=128, decouple=False, generator=False,
                     pretrained="dlib").eval()

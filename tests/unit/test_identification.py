@@ -66,3 +66,13 @@ def test_blocks_of_probes_give_the_same_answer(monkeypatch):
     np.testing.assert_array_equal(whole.cmc, blocked.cmc)
     assert 0 < whole.rank_accuracy[1] < 1
     assert whole.to_dict()["rank_accuracy"] == {"1": whole.rank_accuracy[1], "5": whole.rank_accuracy[5]}
+
+
+def test_euclidean_metric_ranks_by_raw_distance_not_angle():
+    probe = np.array([[1.0, 0.0]])
+    gallery = np.array([[10.0, 0.0], [0.9, 0.1]])  # A: same direction, far; B: near, slightly turned
+    labels = np.array(["A", "B"])
+    assert identify(probe, np.array(["A"]), gallery, labels, ranks=(1,)).rank_accuracy[1] == 1.0
+    assert identify(probe, np.array(["B"]), gallery, labels, ranks=(1,), metric="euclidean").rank_accuracy[1] == 1.0
+    with pytest.raises(ValueError, match="euclidean with aggregate max"):
+        identify(probe, np.array(["A"]), gallery, labels, ranks=(1,), aggregate="mean", metric="euclidean")

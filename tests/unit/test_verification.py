@@ -171,3 +171,16 @@ def test_kfold_accuracy_matches_classic_lfw_evaluation():
     assert 0.85 < classic.mean() < 0.95  # a regime where the threshold matters
     # Squared L2 on unit vectors is 2 - 2 cos: same ordering, only the threshold grids differ.
     assert abs(ours.accuracy_mean - classic.mean()) < 1e-3
+
+
+def test_euclidean_metric_uses_raw_distances():
+    from meer.eval.verification import kfold_accuracy, pair_folds, verify_pairs
+
+    rng = np.random.default_rng(1)
+    emb1 = rng.normal(size=(200, 8)) * rng.uniform(0.5, 2.0, (200, 1))
+    same = np.arange(200) % 2 == 0
+    emb2 = np.where(same[:, None], emb1 + 0.3 * rng.normal(size=(200, 8)), rng.normal(size=(200, 8)))
+    result = verify_pairs(emb1, emb2, same, folds=5, metric="euclidean")
+    expected, _ = kfold_accuracy(-np.linalg.norm(emb1 - emb2, axis=1), same, pair_folds(200, 5))
+    np.testing.assert_allclose(result.fold_accuracies, expected)
+    assert np.all(result.fold_thresholds <= 0)  # thresholds are negated distances

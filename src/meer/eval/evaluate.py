@@ -29,12 +29,12 @@ def embed_both(
     )
 
 
-def verify_settings(embeddings: Embeddings, pairs: Pairs) -> dict[str, VerificationResult]:
+def verify_settings(embeddings: Embeddings, pairs: Pairs, metric: str = "cosine") -> dict[str, VerificationResult]:
     """k-fold verification (folds as in ``pairs.fold``) in each of the three settings."""
     results = {}
     for setting in SETTINGS:
         first, second = setting_embeddings(setting, pairs, embeddings.clean, embeddings.masked)
-        results[setting] = verify_pairs(first, second, pairs.same, pairs.fold)
+        results[setting] = verify_pairs(first, second, pairs.same, pairs.fold, metric=metric)
     return results
 
 

@@ -56,6 +56,7 @@ def identify(
     gallery_labels: np.ndarray,
     ranks: Sequence[int] = (1, 5),
     aggregate: Aggregate = "max",
+    metric: str = "cosine",
 ) -> IdentificationResult:
     """Rank-k identification accuracy of probes against a gallery.
 
@@ -68,14 +69,19 @@ def identify(
         aggregate: how several gallery images of one identity give one score:
             ``"max"`` — the best cosine over its images (default);
             ``"mean"`` — cosine to the normalised mean of its normalised embeddings.
+        metric: ``"cosine"`` or ``"euclidean"`` (minus the L2 distance of the raw embeddings,
+            e.g. dlib's descriptors; with ``aggregate="max"`` only).
 
     A probe's rank is 1 + the number of *other* identities scoring at least as high as its
     own, so ties count against the probe (degenerate, all-equal embeddings get the worst
     rank, not the best). Closed set: a probe whose identity has no gallery image is a
     ``ValueError``.
     """
-    probe_emb = l2_normalise(probe_emb)
-    gallery_emb = l2_normalise(gallery_emb)
+    if metric not in ("cosine", "euclidean") or (metric == "euclidean" and aggregate != "max"):
+        raise ValueError(f"metric must be cosine, or euclidean with aggregate max; got {metric!r}, {aggregate!r}")
+    if metric == "cosine":
+        probe_emb, gallery_emb = l2_normalise(probe_emb), l2_normalise(gallery_emb)
+    probe_emb, gallery_emb = np.asarray(probe_emb, np.float64), np.asarray(gallery_emb, np.float64)
     probe_labels = np.asarray(probe_labels)
     gallery_labels = np.asarray(gallery_labels)
     if len(probe_emb) == 0 or len(gallery_emb) == 0:
@@ -111,7 +117,12 @@ def identify(
     for begin in range(0, len(probe_emb), _PROBE_BLOCK):
         block = slice(begin, begin + _PROBE_BLOCK)
         if aggregate == "max":
-            scores = np.maximum.reduceat(probe_emb[block] @ gallery_emb[order].T, starts, axis=1)
+            if metric == "cosine":
+                similarity = probe_emb[block] @ gallery_emb[order].T
+            else:
+                difference = probe_emb[block, None, :] - gallery_emb[order][None]
+                similarity = -np.linalg.norm(difference, axis=2)
+            scores = np.maximum.reduceat(similarity, starts, axis=1)
         else:
             scores = probe_emb[block] @ centres.T
         own = np.take_along_axis(scores, probe_index[block, None], axis=1)

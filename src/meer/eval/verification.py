@@ -188,16 +188,20 @@ def verify_pairs(
     same: np.ndarray,
     folds: int | np.ndarray = 10,
     fars: Sequence[float] = DEFAULT_FARS,
+    metric: str = "cosine",
 ) -> VerificationResult:
     """Verification metrics of pairs ``(emb1[i], emb2[i])``.
 
     Args:
         emb1, emb2: embeddings ``[P, D]`` of the first / second face of each pair (any
-            norm; they are L2-normalised here).
+            norm; they are L2-normalised for ``metric="cosine"``).
         same: bool ``[P]``, True where both faces show the same person.
         folds: number of contiguous folds, or a fold label per pair ``[P]``
             (see :func:`pair_folds`).
         fars: false-accept rates at which to report TAR.
+        metric: ``cosine`` (meer's) or ``euclidean``: minus the L2 distance of the raw
+            embeddings, the native metric of descriptors such as dlib's. Thresholds are then
+            negated distances.
 
     k-fold accuracy uses thresholds chosen on the other folds; ROC, AUC, EER and TAR@FAR
     are computed over all pairs at once.
@@ -216,7 +220,12 @@ def verify_pairs(
             f"need both same and different pairs; got {num_positive} same, {num_negative} different"
         )
 
-    scores = cosine_scores(emb1, emb2)
+    if metric == "cosine":
+        scores = cosine_scores(emb1, emb2)
+    elif metric == "euclidean":
+        scores = -np.linalg.norm(emb1.astype(np.float64) - emb2.astype(np.float64), axis=1)
+    else:
+        raise ValueError(f"metric must be cosine or euclidean, got {metric!r}")
     accuracies, thresholds = kfold_accuracy(scores, same, pair_folds(len(same), folds))
     fpr, tpr, roc_thresholds = roc_curve(same, scores, drop_intermediate=False)
     return VerificationResult(
