@@ -46,9 +46,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=300)
     args = parser.parse_args()
     root = Path(args.lfw)
-    pairs = read_lfw_pairs(root / "pairs.txt")
-    test = np.isin(pairs.fold, TEST_FOLDS)
-    test_people = {k.split("/")[0] for k, m in zip(pairs.first + pairs.second, np.tile(test, 2)) if m}
+    test_people = read_lfw_pairs(root / "pairs.txt").people(TEST_FOLDS)
     files = sorted(p for p in root.glob("*/*.jpg") if p.parent.name not in test_people)
     files = [files[i] for i in np.linspace(0, len(files) - 1, args.images).astype(int)]
 

@@ -1,11 +1,11 @@
 """The small-scale benchmark of DESIGN.md, from one command:
 
-    python bench/lfw_benchmark.py --lfw-cache /tmp/lfw112 --rmfrd-cache /tmp/rmfrd112
+    python bench/lfw_benchmark.py --lfw-cache /tmp/lfw112 --rmfrd-cache /tmp/rmfrd112f
 
 and its teacher-guided suite (issue 7: dlib's ResNet as the peer to beat and as the teacher),
 on caches in dlib's framing (``meer prepare ... --size 150 --template dlib``):
 
-    python bench/lfw_benchmark.py --suite teacher --lfw-cache /tmp/lfw150d --rmfrd-cache /tmp/rmfrd150d \
+    python bench/lfw_benchmark.py --suite teacher --lfw-cache /tmp/lfw150d --rmfrd-cache /tmp/rmfrd150f \
         --out runs/lfw-teacher
 
 Trains the four systems (ArcFace without masks, ArcFace with mask augmentation, MEER without
@@ -18,7 +18,8 @@ from identities held out of training) is evaluated too, and the verification thr
 with each checkpoint is calibrated on it. Interrupted runs resume (the training runs resume
 from their checkpoints; finished systems are only evaluated again).
 
-The caches come from `meer prepare` (e.g. `meer prepare ../shared/data/lfw -o /tmp/lfw112`).
+The caches come from `meer prepare` (e.g. `meer prepare ../shared/data/lfw -o /tmp/lfw112`;
+rmfrd-dev's tight crops with `--no-face frame`, see BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -79,8 +80,7 @@ def lfw_split(cache: FaceCache, pairs_file: Path, size: int, val_identities: int
     """Training faces (LFW people in no test-fold pair, minus a validation carve-out), the
     validation protocol and the test protocol (folds 6-10), all at ``size``."""
     pairs = read_lfw_pairs(pairs_file)
-    test_mask = np.isin(pairs.fold, TEST_FOLDS)
-    test_people = {k.split("/")[0] for k, m in zip(pairs.first + pairs.second, np.tile(test_mask, 2)) if m}
+    test_people = pairs.people(TEST_FOLDS)
     names = np.array(cache.faces.names)
     person = names[cache.faces.labels]
     train_rows = np.flatnonzero(~np.isin(person, list(test_people)))

@@ -1,7 +1,14 @@
+import cv2
 import numpy as np
 import pytest
 
-from meer.data.align import align_face, center_crop, estimate_similarity, transform_points
+from meer.data.align import (
+    LANDMARKS_IN_BOX,
+    align_face,
+    estimate_similarity,
+    frame_crop,
+    transform_points,
+)
 from meer.data.faceset import arcface_template
 
 
@@ -48,13 +55,24 @@ def test_align_face_puts_landmarks_on_the_template(size):
     assert abs(landmarks[0, 1] - landmarks[1, 1]) < 0.5
 
 
-def test_center_crop_is_the_central_square():
+def test_frame_crop_aligns_the_frame_as_a_face_box():
+    # a wide tight crop: the face box is the central 100x100 square; where the mean layout
+    # puts the eyes and mouth corners, paint dots that must land on the template's points
     image = np.zeros((100, 160, 3), np.uint8)
-    image[:, 30:130] = 255  # the central 100x100 square
-    crop, matrix, landmarks = center_crop(image, 50)
-    assert crop.shape == (50, 50, 3) and crop.min() == 255
-    np.testing.assert_allclose(transform_points([[30, 0]], matrix), [[0, 0]])
-    np.testing.assert_allclose(landmarks, arcface_template(50))
+    nominal = LANDMARKS_IN_BOX * 100 + [30, 0]
+    for x, y in nominal:
+        cv2.circle(image, (round(x), round(y)), 2, (255, 255, 255), -1)
+    crop, matrix, landmarks = frame_crop(image, 112)
+    assert crop.shape == (112, 112, 3)
+    np.testing.assert_allclose(landmarks, transform_points(nominal, matrix), atol=1e-3)
+    # the layout is a near-similarity of the template: every point within 4 px of its place
+    assert np.abs(landmarks - arcface_template(112)).max() < 4.0
+    for x, y in landmarks[[0, 1, 3, 4]]:
+        assert crop[round(y), round(x)].min() > 100
+    # the box fills most of the crop's width, as a detected face does (not the whole crop)
+    box_width = np.ptp(transform_points([[30, 0], [130, 0]], matrix)[:, 0])
+    assert 0.6 * 112 < box_width < 0.95 * 112
+    assert frame_crop(image, 150, "dlib")[2].shape == (5, 2)
 
 
 def test_dlib_template_frames_the_face_closer_and_lower_than_arcface():

@@ -69,10 +69,10 @@ def test_folder_with_bad_files_counts_failures(tmp_path, fake_detector):
     assert list(cache.rows(["person1/img_0000.png", "nope.jpg"])) == [4, -1]
 
 
-def test_center_fallback_is_flagged(tmp_path, fake_detector):
+def test_frame_fallback_is_flagged(tmp_path, fake_detector):
     source = make_folder(tmp_path / "src", people=1, per_person=2)
     (source / "person0" / "dark.png").write_bytes(cv2.imencode(".png", np.zeros((80, 60, 3), np.uint8))[1].tobytes())
-    report = prepare_dataset(source, tmp_path / "out", size=32, no_face="center", workers=1, progress=False)
+    report = prepare_dataset(source, tmp_path / "out", size=32, no_face="frame", workers=1, progress=False)
     assert (report.aligned, report.detected, report.fallback, report.failed) == (3, 2, 1, 0)
     cache = FaceCache.open(tmp_path / "out")
     assert cache.fallback[cache.row("person0/dark.png")] and cache.fallback.sum() == 1

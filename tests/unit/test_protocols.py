@@ -16,6 +16,8 @@ def test_lfw_pairs_view2(tmp_path):
     assert pairs.first[3] == "Cy_0/Cy_0_0002.jpg" and pairs.second[3] == "Dee_0/Dee_0_0101.jpg"
     np.testing.assert_array_equal(pairs.same, [True, True, False, False] * 2)
     np.testing.assert_array_equal(pairs.fold, [0, 0, 0, 0, 1, 1, 1, 1])
+    assert pairs.people([1]) == {"Ann_1", "Bob_1", "Cy_1", "Dee_1"}
+    assert pairs.people([0, 1]) == pairs.people([0]) | pairs.people([1]) and pairs.people([]) == set()
 
 
 def test_lfw_pairs_view1_header(tmp_path):

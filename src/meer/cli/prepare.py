@@ -23,8 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="face detector for photos (default: the first installed of mtcnn, mediapipe)",
     )
     parser.add_argument(
-        "--no-face", default="skip", choices=["skip", "center"],
-        help="photos with no detected face: skip them (default) or keep a flagged centre crop",
+        "--no-face", default="skip", choices=["skip", "frame"],
+        help="photos with no detected face: skip them (default), or, for tight face crops, take the "
+        "frame as the face box and keep the crop, flagged",
     )
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all CPU cores)")
     parser.add_argument("--no-resume", action="store_true", help="start over, deleting a previous run's files")

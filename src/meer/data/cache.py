@@ -7,11 +7,11 @@ Layout of a finished cache folder::
     matrices.npy    float64 [N, 2, 3] similarity from the source image to the crop (caches
                     written before meer 0.2 lack it)
     labels.npy      int64 [N] identity index
-    fallback.npy    bool [N] True where no face was found and the centre crop was used
+    fallback.npy    bool [N] True where no face was found and the frame fallback was used
     names.json      identity names, ``names[label]``
     paths.json      [N] source-relative path of each row (``Name/Name_0001.jpg``)
     issame.npy      bool [P], only for a verification ``.bin`` source
-    manifest.json   counts, failures with reasons, centre-crop fallbacks, settings, versions,
+    manifest.json   counts, failures with reasons, frame fallbacks, settings, versions,
                     times — written last
 
 While a run is in progress the folder holds append-only logs instead (``images.u8``,
@@ -212,7 +212,7 @@ class FaceCache:
 
     faces:    FaceSet whose images are a read-only memmap uint8 [N, S, S, 3]
     paths:    [N] source-relative path of each row
-    fallback: bool [N], rows aligned by the centre-crop fallback
+    fallback: bool [N], rows aligned by the frame fallback (no face found)
     issame:   bool [P] for a verification ``.bin`` source, else None
     matrices: float64 [N, 2, 3] source image -> crop, or None (caches from before meer 0.2)
     manifest: the parsed ``manifest.json``

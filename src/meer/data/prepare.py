@@ -10,8 +10,9 @@ Policies:
 * several faces: :func:`meer.data.detect.pick_main_face` (largest, unless a face much nearer
   the centre is nearly as large);
 * no face: ``no_face="skip"`` (default) counts the photo as a failure with its reason;
-  ``no_face="center"`` keeps it as a centre crop, flagged in ``fallback.npy`` and counted
-  in the manifest (meant for tight face crops such as RMFRD's, where masks defeat detectors);
+  ``no_face="frame"`` (for tight face crops such as RMFRD's, where masks defeat detectors)
+  takes the frame as the face box (:func:`meer.data.align.frame_crop`) and keeps the crop,
+  flagged in ``fallback.npy`` and counted in the manifest;
 * unreadable files (corrupt image, a ``.txt`` among the photos): failures with reasons.
 """
 
@@ -31,7 +32,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from meer.data.align import align_face, center_crop
+from meer.data.align import align_face, frame_crop
 from meer.data.cache import CacheWriter, Row
 from meer.data.detect import BACKENDS, available_detectors, detect_faces, pick_main_face
 from meer.data.faceset import TEMPLATES, arcface_template
@@ -39,7 +40,7 @@ from meer.data.formats import IMAGE_EXTENSIONS, open_source
 
 log = logging.getLogger(__name__)
 
-NO_FACE_POLICIES = ("skip", "center")
+NO_FACE_POLICIES = ("skip", "frame")
 
 
 @dataclass
@@ -61,7 +62,7 @@ class PrepareReport:
         resumed = f", resumed at item {self.resumed_at}" if self.resumed_at else ""
         return (
             f"{self.output}: {self.aligned}/{self.items} aligned ({self.detected} detected, "
-            f"{self.fallback} centre-crop fallback), {self.failed} failed, "
+            f"{self.fallback} frame fallback), {self.failed} failed, "
             f"{self.identities} identities, {self.seconds:.0f}s{resumed}"
         )
 
@@ -128,8 +129,8 @@ def _process(data: bytes) -> tuple[str, Any]:
     if face is not None:
         aligned, matrix, landmarks = align_face(image, face.landmarks5, size, template)
         return "ok", (aligned, landmarks, False, matrix)
-    if _worker["no_face"] == "center":
-        crop, matrix, landmarks = center_crop(image, size, template)
+    if _worker["no_face"] == "frame":
+        crop, matrix, landmarks = frame_crop(image, size, template)
         return "ok", (crop, landmarks, True, matrix)
     return "fail", "no face detected"
 
@@ -171,7 +172,7 @@ def prepare_dataset(
     template:   ``arcface`` (the 112 ArcFace 5-point template) or ``dlib`` (dlib's 150 face-chip
                 framing, for the dlib teacher and peer; see :mod:`meer.data.faceset`)
     detector:   ``auto``, ``mtcnn`` or ``mediapipe`` (ignored for already aligned sources)
-    no_face:    ``skip`` or ``center`` (see the module docstring)
+    no_face:    ``skip`` or ``frame`` (see the module docstring)
     resume:     continue a run interrupted in ``output``; False starts over
     workers:    processes for decoding/detection; default: all CPU cores, 1 = in this process
     chunk_size: source items per commit (what a killed run may have to redo)

@@ -11,6 +11,7 @@ Parsing is kept apart from the metrics (:mod:`meer.eval`); paths resolve to cach
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,11 @@ class PairList:
 
     def __len__(self) -> int:
         return len(self.same)
+
+    def people(self, folds: Sequence[int]) -> set[str]:
+        """The names of everyone in a pair of ``folds`` (0-based fold indices)."""
+        keep = np.tile(np.isin(self.fold, folds), 2)
+        return {key.split("/")[0] for key, kept in zip(self.first + self.second, keep) if kept}
 
 
 def lfw_image_path(name: str, number: int) -> str:
