@@ -16,19 +16,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import cv2
 import numpy as np
+from lfw_photos import read_rgb, training_photos
 
 from meer.data.align import LANDMARKS_IN_BOX
 from meer.data.detect import create_detector, detect_faces, pick_main_face
 from meer.data.formats import IMAGE_EXTENSIONS
-from meer.data.protocols import read_lfw_pairs
-
-TEST_FOLDS = [5, 6, 7, 8, 9]
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
 
 
 def main() -> None:
@@ -37,10 +30,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--tight", help="a folder of tight face crops to compare with")
     args = parser.parse_args()
-    root = Path(args.lfw)
-    test_people = read_lfw_pairs(root / "pairs.txt").people(TEST_FOLDS)
-    files = sorted(p for p in root.glob("*/*.jpg") if p.parent.name not in test_people)
-    files = [files[i] for i in np.linspace(0, len(files) - 1, args.images).astype(int)]
+    files = training_photos(Path(args.lfw), args.images)
 
     detector = create_detector("mtcnn")
     shares, aspect = [], []

@@ -14,10 +14,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
+from lfw_photos import read_rgb, spread
 
+from meer.data.dataset import to_tensor
 from meer.models.backbones.dlib_resnet import DlibResNet
 from meer.peers.dlib import DlibPipeline
 
@@ -27,19 +28,18 @@ def main() -> None:
     parser.add_argument("--lfw", default="../shared/data/lfw")
     parser.add_argument("--images", type=int, default=100)
     args = parser.parse_args()
-    files = sorted(Path(args.lfw).glob("*/*.jpg"))
-    files = [files[i] for i in np.linspace(0, len(files) - 1, args.images).astype(int)]
+    files = spread(list(Path(args.lfw).glob("*/*.jpg")), args.images)
     peer = DlibPipeline()
     chips = []
     for path in files:
-        image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        image = read_rgb(path)
         if (box := peer.main_box(image)) is not None:
             chips.append(peer.chip(image, box))
     chips = np.stack(chips)
     reference = peer.describe_chips(chips)
     model = DlibResNet().load_dlib().eval()
     with torch.no_grad():
-        ours = model(torch.from_numpy(chips).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)).numpy()
+        ours = model(to_tensor(chips)).numpy()
     cosine = (ours * reference).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(reference, axis=1)
     print(f"faces: {len(chips)} of {len(files)} photos")
     print(f"max |port - dlib| = {np.abs(ours - reference).max():.2e}; min cosine = {cosine.min():.7f}")

@@ -18,14 +18,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from lfw_photos import read_rgb, training_photos
 
 from meer.data.align import estimate_similarity, transform_points
 from meer.data.detect import create_detector, detect_faces, pick_main_face
 from meer.data.faceset import ARCFACE_TEMPLATE_112
-from meer.data.protocols import read_lfw_pairs
 from meer.peers.dlib import DlibPipeline
-
-TEST_FOLDS = [5, 6, 7, 8, 9]
 
 
 def mapping_to_chip(details) -> np.ndarray:
@@ -45,17 +43,14 @@ def main() -> None:
     parser.add_argument("--lfw", default="../shared/data/lfw")
     parser.add_argument("--images", type=int, default=300)
     args = parser.parse_args()
-    root = Path(args.lfw)
-    test_people = read_lfw_pairs(root / "pairs.txt").people(TEST_FOLDS)
-    files = sorted(p for p in root.glob("*/*.jpg") if p.parent.name not in test_people)
-    files = [files[i] for i in np.linspace(0, len(files) - 1, args.images).astype(int)]
+    files = training_photos(Path(args.lfw), args.images)
 
     import dlib
 
     peer, detector = DlibPipeline(), create_detector("mtcnn")
     points, boxes, pixel_error = [], [], []
     for path in files:
-        image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        image = read_rgb(path)
         face, box = pick_main_face(detect_faces(detector, image), image.shape), peer.main_box(image)
         if face is None or box is None:
             continue

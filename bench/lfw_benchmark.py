@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from lfw_photos import TEST_FOLDS
 
 from meer.calibration import Calibration, write_calibration
 from meer.config import load_config
@@ -72,7 +73,6 @@ TEACHER_SYSTEMS = {
 }
 PEER = "dlib (peer: its own detector, alignment, descriptor)"
 PORT = "dlib ResNet, ported, on our alignment (no training)"
-TEST_FOLDS = [5, 6, 7, 8, 9]  # View-2 folds 6-10, 0-based
 MASK_SEED = 12345
 
 

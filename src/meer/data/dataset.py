@@ -24,9 +24,9 @@ from meer.data.masks import MASK_TYPES, MaskRenderer
 FLIP_ORDER = [1, 0, 2, 4, 3]
 
 
-def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """uint8 [H, W, 3] -> float [3, H, W] in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(127.5).sub(1.0)
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 [..., H, W, 3] -> float [..., 3, H, W] in [-1, 1] (one image or a batch)."""
+    return torch.from_numpy(np.ascontiguousarray(images)).movedim(-1, -3).float().div(127.5).sub(1.0)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
