@@ -31,6 +31,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; see m
 import argparse
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,13 @@ TEACHER_SYSTEMS = {
     "Teacher-guided MEER": "lfw-teacher",
     "Teacher-guided ArcFace + mask aug.": "lfw-teacher-arcface-maskaug",
 }
+CONFIGS = Path(__file__).resolve().parent / "configs"
+SFACE_SYSTEMS = {
+    "MEER on SFace": str(CONFIGS / "lfw-sface.yaml"),
+    "SFace + mask aug. (fine-tuned)": str(CONFIGS / "lfw-sface-arcface-maskaug.yaml"),
+}
+SUITES = {"small": SYSTEMS, "teacher": TEACHER_SYSTEMS, "sface": SFACE_SYSTEMS}
+RAW_SFACE = "SFace (no training)"
 PEER = "dlib (peer: its own detector, alignment, descriptor)"
 PORT = "dlib ResNet, ported, on our alignment (no training)"
 MASK_SEED = 12345
@@ -107,12 +115,19 @@ def train_system(config: str, out: Path, train: FaceSet, step_scale: float) -> t
     cfg = load_config(config, [f"train.out_dir={out}"])
     for stage in cfg.stages:
         stage.steps = max(1, round(stage.steps * step_scale))
+    teacher_cache = out.parent / "teacher_embeddings.safetensors"
+    if cfg.teacher.kind and teacher_cache.exists() and not (out / teacher_cache.name).exists():
+        # systems with the same teacher and training faces share its targets (checked by fingerprint)
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copy(teacher_cache, out / teacher_cache.name)
     record = out / "train_seconds.json"
     seconds = json.loads(record.read_text())["seconds"] if record.exists() else 0.0
     tick = time.perf_counter()
     Trainer(cfg, train, progress=True).fit(resume=True)
     seconds += time.perf_counter() - tick
     atomic_write_text(record, json.dumps({"seconds": seconds}) + "\n")
+    if cfg.teacher.kind and not teacher_cache.exists():
+        shutil.copy(out / teacher_cache.name, teacher_cache)
     return latest_checkpoint(out), seconds
 
 
@@ -192,6 +207,7 @@ def row(name: str, result: dict[str, Any], seconds: float | None) -> dict[str, A
     if "rmfrd" in result:
         r["rmfrd_r1"] = result["rmfrd"][0].rank_accuracy[1] * 100
         r["rmfrd_r5"] = result["rmfrd"][0].rank_accuracy[5] * 100
+        r["rmfrd_loo"] = result["rmfrd"][1].get("unmasked_loo_rank1", float("nan")) * 100
     r["train_min"] = seconds / 60 if seconds is not None else None
     return r
 
@@ -203,6 +219,7 @@ COLUMNS = [
     ("acc_M-M", "M-M acc %", "{:.2f}"), ("std_M-M", "±", "{:.2f}"),
     ("tar2", "M-U TAR@FAR=1e-2 %", "{:.1f}"),
     ("rmfrd_r1", "rmfrd-dev rank-1 %", "{:.1f}"), ("rmfrd_r5", "rank-5 %", "{:.1f}"),
+    ("rmfrd_loo", "rmfrd-dev unmasked LOO rank-1 %", "{:.1f}"),
     ("psnr", "PSNR mask dB", "{:.2f}"), ("ssim", "SSIM mask", "{:.3f}"), ("idsim", "ID sim", "{:.3f}"),
     ("val_mu", "val M-U acc %", "{:.2f}"), ("train_min", "train min", "{:.1f}"),
 ]
@@ -215,8 +232,9 @@ def main() -> None:
     parser.add_argument("--rmfrd-cache", help="meer prepare output of ../shared/data/rmfrd-dev")
     parser.add_argument("--rmfrd-root", default="../shared/data/rmfrd-dev")
     parser.add_argument("--out", default="runs/lfw-bench")
-    parser.add_argument("--suite", default="small", choices=["small", "teacher"],
-                        help="small: the four from-scratch systems; teacher: dlib peer + teacher-guided systems")
+    parser.add_argument("--suite", default="small", choices=list(SUITES),
+                        help="small: the four from-scratch systems; teacher: dlib peer + teacher-guided systems; "
+                        "sface: raw SFace + systems built on it")
     parser.add_argument("--systems", nargs="*", help="a subset of the suite's trained systems (default: all)")
     parser.add_argument("--lfw-root", default="../shared/data/lfw", help="LFW photos (the dlib peer reads them)")
     parser.add_argument("--workers", type=int, default=2, help="processes for the dlib peer")
@@ -228,17 +246,19 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
-    systems = SYSTEMS if args.suite == "small" else TEACHER_SYSTEMS
+    systems = SUITES[args.suite]
     unknown = sorted(set(args.systems or []) - set(systems))
     if unknown:
         parser.error(f"unknown system {unknown[0]!r} for suite {args.suite}; choose from {sorted(systems)}")
     out = Path(args.out)
     if args.grid is None:
-        args.grid = f"docs/images/lfw{'_teacher' if args.suite == 'teacher' else ''}_restorations.png"
-    size = load_config(next(iter(systems.values()))).model.input_size
+        args.grid = f"docs/images/lfw{'' if args.suite == 'small' else '_' + args.suite}_restorations.png"
+    model_cfg = load_config(next(iter(systems.values()))).model
+    size = model_cfg.input_size
     lfw = FaceCache.open(args.lfw_cache)
-    if args.suite == "teacher" and (lfw.template != "dlib" or lfw.faces.size != size):
-        parser.error(f"the teacher suite needs a {size}px dlib-template cache (meer prepare --size {size} --template dlib)")
+    if args.suite != "small" and (lfw.template != model_cfg.alignment or lfw.faces.size != size):
+        parser.error(f"the {args.suite} suite needs a {size}px {model_cfg.alignment}-template cache "
+                     f"(meer prepare --size {size} --template {model_cfg.alignment})")
     train, val, test, counts = lfw_split(lfw, Path(args.pairs), size, args.val_identities, args.seed)
     log.info("split: %s", counts)
     rmfrd = None
@@ -266,9 +286,17 @@ def main() -> None:
         result = evaluate_model(port, ("surgical", "n95", "cloth"), val, test, rmfrd)
         rows.append(row(PORT, result, None))
         metrics["systems"][PORT] = summary(result, None, None)
+    if args.suite == "sface":
+        from meer.models.meer import MEER
+
+        log.info("=== %s", RAW_SFACE)
+        raw = MEER("sface", input_size=size, embedding_dim=128, decouple=False, generator=False, pretrained="sface").eval()
+        result = evaluate_model(raw, ("surgical", "n95", "cloth"), val, test, rmfrd)
+        rows.append(row(RAW_SFACE, result, None))
+        metrics["systems"][RAW_SFACE] = summary(result, None, None)
     for name in args.systems or list(systems):
         log.info("=== %s (%s)", name, systems[name])
-        checkpoint, seconds = train_system(systems[name], out / systems[name], train, args.step_scale)
+        checkpoint, seconds = train_system(systems[name], out / Path(systems[name]).stem, train, args.step_scale)
         result = evaluate_system(checkpoint, val, test, rmfrd)
         rows.append(row(name, result, seconds))
         metrics["systems"][name] = summary(result, checkpoint, seconds)

@@ -551,16 +551,24 @@ def mask_type_name(index: int) -> str:
     return MASK_TYPES[index] if 0 <= index < len(MASK_TYPES) else f"type {index}"
 
 
+def default_model() -> Path:
+    """The folder of the model meer ships (``meer/default_model``: weights, calibration, provenance)."""
+    from importlib import resources
+
+    return Path(str(resources.files("meer") / "default_model"))
+
+
 def load(
-    checkpoint: str | os.PathLike,
+    checkpoint: str | os.PathLike | None = None,
     device: str = "cpu",
     detector: str | Detector | None = "auto",
     flip: bool = False,
 ) -> FaceModel:
     """Load a trained model for use on photos.
 
-    checkpoint: a checkpoint folder (``runs/x/checkpoints/step_N``) or a run folder (its
-                latest checkpoint). Only safetensors and JSON are read.
+    checkpoint: a checkpoint folder (``runs/x/checkpoints/step_N``), a run folder (its
+                latest checkpoint) or a release folder (``meer export``); None for the model
+                meer ships (:func:`default_model`). Only safetensors and JSON are read.
     device:     torch device, e.g. ``"cpu"`` or ``"cuda"``.
     detector:   ``"auto"`` (the first installed of MTCNN, MediaPipe), a backend name, a
                 detector object, or None for pre-aligned crops only. Created on first use.
@@ -571,6 +579,6 @@ def load(
     from meer.train.checkpoint import find_checkpoint
     from meer.train.trainer import load_model
 
-    folder = find_checkpoint(checkpoint)
+    folder = find_checkpoint(default_model() if checkpoint is None else checkpoint)
     network, config, _ = load_model(folder, device)
     return FaceModel(network, config, folder, read_calibration(folder), detector, flip)

@@ -18,9 +18,12 @@ from typing import Any
 
 import yaml
 
-BACKBONES = ("iresnet18", "iresnet34", "iresnet50", "iresnet100", "dlib_resnet")
-PRETRAINED = ("", "dlib")  # "dlib": dlib's face-recognition ResNet (backbone dlib_resnet only)
-TEACHERS = ("", "dlib")
+BACKBONES = ("iresnet18", "iresnet34", "iresnet50", "iresnet100", "dlib_resnet", "sface")
+# "dlib": dlib's face-recognition ResNet (backbone dlib_resnet); "sface": SFace (backbone sface)
+PRETRAINED = ("", "dlib", "sface")
+TEACHERS = ("", "dlib", "sface")
+# what a pretrained network needs of the model config: backbone, input size, embedding size
+PRETRAINED_SHAPES = {"dlib": ("dlib_resnet", 150, 128), "sface": ("sface", 112, 128)}
 MODULE_GROUPS = ("backbone", "decouple", "centres", "generator", "discriminator")
 LOSS_GROUPS = ("recognition", "synthesis", "feedback")
 
@@ -41,7 +44,8 @@ class ModelConfig:
     discriminator_width: int = 64
     discriminator_layers: int = 3
     occlusion_threshold: float = 0.5  # predicted occlusion above this is repainted
-    pretrained: str = ""  # "dlib": start the dlib_resnet backbone from dlib's trained weights
+    pretrained: str = ""  # "dlib" | "sface": start the backbone from that network's trained weights
+    frozen_stages: int = 0  # the backbone's stem and first N of its 4 stages keep their weights
     template: str = ""  # face alignment the network reads: arcface | dlib; "" = the backbone's own
 
     def __post_init__(self) -> None:
@@ -56,8 +60,12 @@ class ModelConfig:
             raise ValueError(f"model.template must be arcface or dlib (or empty), got {self.template!r}")
         if self.pretrained not in PRETRAINED:
             raise ValueError(f"model.pretrained must be one of {PRETRAINED}, got {self.pretrained!r}")
-        if self.pretrained == "dlib" and (self.backbone, self.input_size, self.embedding_dim) != ("dlib_resnet", 150, 128):
-            raise ValueError("model.pretrained: dlib needs backbone dlib_resnet, input_size 150 and embedding_dim 128")
+        shape = PRETRAINED_SHAPES.get(self.pretrained)
+        if shape and (self.backbone, self.input_size, self.embedding_dim) != shape:
+            raise ValueError(f"model.pretrained: {self.pretrained} needs backbone {shape[0]}, input_size {shape[1]} "
+                             f"and embedding_dim {shape[2]}")
+        if not 0 <= self.frozen_stages <= 4 or (self.frozen_stages and self.backbone == "dlib_resnet"):
+            raise ValueError(f"model.frozen_stages must be in 0..4 (and 0 for dlib_resnet), got {self.frozen_stages}")
         if self.width <= 0:
             raise ValueError(f"model.width must be positive, got {self.width}")
         if self.generator and not self.decouple:
@@ -190,7 +198,7 @@ class TeacherConfig:
     student as the identity judge of the id-preserving loss on restored faces.
     """
 
-    kind: str = ""  # "" (no teacher) | "dlib"
+    kind: str = ""  # "" (no teacher) | "dlib" | "sface"
     distill: float = 1.0  # cosine distance, projected student(masked) -> teacher(clean)
     distill_clean: float = 1.0  # the same for the student's clean face
     judge: bool = True  # teacher scores restored faces in the id-preserving loss
@@ -240,8 +248,10 @@ class Config:
     def __post_init__(self) -> None:
         if not self.stages:
             raise ValueError("stages: at least one stage is needed")
-        if self.teacher.kind == "dlib" and self.model.input_size != 150:
-            raise ValueError("teacher.kind: dlib reads 150x150 faces; set model.input_size: 150 (a dlib-frame cache)")
+        if self.teacher.kind:
+            _, size, _ = PRETRAINED_SHAPES[self.teacher.kind]
+            if self.model.input_size != size:
+                raise ValueError(f"teacher.kind: {self.teacher.kind} reads {size}x{size} faces; set model.input_size: {size}")
         present = {"decouple": self.model.decouple, "generator": self.model.generator}
         present["discriminator"] = self.model.generator
         for stage in self.stages:

@@ -123,11 +123,12 @@ def test_bad_inputs_fail_with_one_line(capsys, checkpoint, photos, argv, message
     [
         ("{tmp}/nothing", "does not exist"),
         ("{tmp}", "is not a meer checkpoint"),
-        (None, "no model given: pass --checkpoint/-m"),
+        (None, "no model given and this install has no default model: pass --checkpoint/-m"),
     ],
 )
 def test_wrong_checkpoint_fails_with_one_line(capsys, photos, tmp_path, monkeypatch, checkpoint_arg, message):
     monkeypatch.delenv("MEER_CHECKPOINT", raising=False)
+    monkeypatch.setattr("meer.api.default_model", lambda: tmp_path / "no-default-model")
     a = str(photos / "people/ann/1.png")
     model = ["-m", checkpoint_arg.format(tmp=tmp_path)] if checkpoint_arg else []
     code, out, err = run(capsys, "verify", a, a, *model)

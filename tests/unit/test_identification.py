@@ -76,3 +76,16 @@ def test_euclidean_metric_ranks_by_raw_distance_not_angle():
     assert identify(probe, np.array(["B"]), gallery, labels, ranks=(1,), metric="euclidean").rank_accuracy[1] == 1.0
     with pytest.raises(ValueError, match="euclidean with aggregate max"):
         identify(probe, np.array(["A"]), gallery, labels, ranks=(1,), aggregate="mean", metric="euclidean")
+
+
+def test_leave_one_out_rank1_leaves_the_probe_itself_out():
+    from meer.eval.identification import leave_one_out_rank1
+
+    # a and a' are one person, b and b' another; c has a single image (never a probe)
+    emb = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.6, 0.8], [0.75, 0.66]])
+    labels = np.array(["a", "a", "b", "b", "c"])
+    # each probe's best match would be itself if it stayed in the gallery (rank-1 = 1.0)
+    # b' = (0.6, 0.8) is nearer c (0.75, 0.66) than b (0, 1): one miss of four
+    assert leave_one_out_rank1(emb, labels) == 0.75
+    with pytest.raises(ValueError, match="two images"):
+        leave_one_out_rank1(emb[:1], labels[:1])

@@ -12,6 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("checkpoint", help="checkpoint folder or run folder")
     parser.add_argument("-o", "--out", required=True, help="output folder")
     parser.add_argument("--onnx", action="store_true", help="also write embed.onnx and unmask.onnx (needs meer[onnx])")
+    parser.add_argument("--half", action="store_true", help="store the weights as float16 (half the size; "
+                        "they are read back into float32)")
     parser.set_defaults(func=run)
 
 
@@ -21,6 +23,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from safetensors.torch import save_file
 
+    from meer.calibration import read_calibration, write_calibration
     from meer.export import EmbeddingNetwork, UnmaskNetwork, export_onnx, onnx_max_abs_diff
     from meer.io import atomic_write, atomic_write_json
     from meer.train.checkpoint import find_checkpoint
@@ -29,11 +32,16 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = find_checkpoint(args.checkpoint)
     model, cfg, state = load_model(checkpoint)
     out = Path(args.out)
-    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: (v.half() if args.half and v.is_floating_point() else v).contiguous()
+               for k, v in model.state_dict().items()}
     atomic_write(out / "model.safetensors", lambda tmp: save_file(tensors, tmp, metadata={"format": "meer-model-1"}))
     atomic_write_json(out / "model.json", {"config": cfg.to_dict(), "source": str(checkpoint),
                                             "versions": state.get("versions", {})})
     print(f"wrote {out / 'model.safetensors'} and {out / 'model.json'}")
+    calibration = read_calibration(checkpoint)
+    if calibration is not None:
+        write_calibration(out, calibration)
+        print(f"wrote {out / 'calibration.json'} (threshold {calibration.threshold:.4f}, {calibration.protocol})")
     if args.onnx:
         size = cfg.model.input_size
         images = torch.rand(3, 3, size, size) * 2 - 1

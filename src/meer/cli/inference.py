@@ -16,7 +16,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, aligned: bool = True, a
     """``--checkpoint/-m``, ``--device``, ``--detector`` and (optionally) ``--aligned``, ``--json``."""
     parser.add_argument(
         "--checkpoint", "-m", default=os.environ.get(ENV_CHECKPOINT), metavar="PATH",
-        help=f"checkpoint folder, or a run folder for its latest checkpoint (default: ${ENV_CHECKPOINT})",
+        help=f"checkpoint, run or release folder (default: ${ENV_CHECKPOINT}, else the model meer ships)",
     )
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument(
@@ -33,12 +33,13 @@ def add_model_arguments(parser: argparse.ArgumentParser, aligned: bool = True, a
 
 def load_from_args(args: argparse.Namespace):
     """The :class:`meer.api.FaceModel` the arguments name."""
-    from meer.api import load
+    from meer.api import default_model, load
     from meer.cli import MeerError
 
-    if not args.checkpoint:
-        raise MeerError(f"no model given: pass --checkpoint/-m PATH (or set {ENV_CHECKPOINT})")
-    return load(args.checkpoint, device=args.device, detector=args.detector)
+    if not args.checkpoint and not default_model().is_dir():
+        raise MeerError(f"no model given and this install has no default model: pass --checkpoint/-m PATH "
+                        f"(or set {ENV_CHECKPOINT})")
+    return load(args.checkpoint or None, device=args.device, detector=args.detector)
 
 
 def print_json(obj: Any) -> None:

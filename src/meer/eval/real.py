@@ -15,7 +15,7 @@ from meer.data.cache import FaceCache
 from meer.data.faceset import FaceSet
 from meer.data.protocols import MaskedProtocol, PairList
 from meer.eval.embed import embed_images
-from meer.eval.identification import IdentificationResult, identify
+from meer.eval.identification import IdentificationResult, identify, leave_one_out_rank1
 from meer.eval.pairs import Pairs
 from meer.models.meer import MEER
 
@@ -57,11 +57,13 @@ def _pair_rows(cache: FaceCache, pairs: PairList, folds: Sequence[int] | None):
 def masked_identification(
     model: MEER, cache: FaceCache, protocol: MaskedProtocol, flip: bool = False, batch_size: int = 256,
     progress: bool = False,
-) -> tuple[IdentificationResult, dict[str, int]]:
+) -> tuple[IdentificationResult, dict[str, float]]:
     """Rank-1 / rank-5 of masked probes against the unmasked gallery.
 
     Probes or gallery images that ``meer prepare`` could not align are left out and counted.
-    Returns the result and the counts.
+    Returns the result and the counts, with ``unmasked_loo_rank1``: the rank-1 accuracy of
+    each unmasked gallery image against the other unmasked ones (what masked training must
+    not cost on clean faces).
     """
     size = model.input_size
     probe_rows, gallery_rows = cache.rows(protocol.probes), cache.rows(protocol.gallery)
@@ -77,5 +79,6 @@ def masked_identification(
         "probes": int(probe_ok.sum()), "probes_dropped": int((~probe_ok).sum()),
         "gallery": int(gallery_ok.sum()), "gallery_dropped": int((~gallery_ok).sum()),
         "fallback_aligned": int(cache.fallback[np.concatenate([probe_rows[probe_ok], gallery_rows[gallery_ok]])].sum()),
+        "unmasked_loo_rank1": leave_one_out_rank1(gallery, gallery_labels),
     }
     return result, counts

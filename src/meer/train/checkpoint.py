@@ -9,6 +9,10 @@ A checkpoint is a folder ``<run>/checkpoints/step_XXXXXXX/`` holding
 * ``state.json`` — format version, stage, step, model arguments, the resolved config and
   package versions.
 
+A *release* folder (``meer export``: ``model.safetensors`` with the inference network's weights,
+``model.json`` with the config) is read by the same functions, so everything that loads a
+checkpoint for inference loads a release too.
+
 The folder is written under a temporary name and renamed into place, then the ``latest``
 pointer file is replaced atomically: a run killed at any moment leaves the previous
 checkpoint intact and ``latest`` pointing at a complete one.
@@ -32,6 +36,8 @@ FORMAT_VERSION = 1
 WEIGHTS = "weights.safetensors"
 TRAIN_STATE = "train_state.pt"
 STATE = "state.json"
+RELEASE_WEIGHTS = "model.safetensors"
+RELEASE_CONFIG = "model.json"
 
 
 def flat_state(modules: dict[str, torch.nn.Module | None]) -> dict[str, torch.Tensor]:
@@ -101,7 +107,7 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    if (path / STATE).is_file():
+    if (path / STATE).is_file() or is_release(path):
         return path
     latest = latest_checkpoint(path)
     if latest is None:
@@ -109,12 +115,22 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
     return latest
 
 
+def is_release(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a release folder written by ``meer export``."""
+    return (Path(path) / RELEASE_CONFIG).is_file() and not (Path(path) / STATE).is_file()
+
+
 def read_state(path: str | os.PathLike) -> dict[str, Any]:
     path = find_checkpoint(path)
+    file = path / (RELEASE_CONFIG if is_release(path) else STATE)
     try:
-        state = json.loads((path / STATE).read_text())
+        state = json.loads(file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path / STATE} is not valid JSON: the checkpoint is damaged") from err
+        raise ValueError(f"{file} is not valid JSON: the checkpoint is damaged") from err
+    if is_release(path):
+        if not isinstance(state, dict) or "config" not in state:
+            raise ValueError(f"{file} has no config: not a meer release")
+        return {"format_version": FORMAT_VERSION, **state}
     if state.get("format_version") != FORMAT_VERSION:
         raise ValueError(
             f"{path} has checkpoint format {state.get('format_version')!r}; this meer reads format {FORMAT_VERSION}"
@@ -124,12 +140,18 @@ def read_state(path: str | os.PathLike) -> dict[str, Any]:
 
 def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = find_checkpoint(path)
+    if is_release(path):  # the inference network only, named as a checkpoint's "model.*"
+        return {f"model.{k}": v for k, v in _read_safetensors(path / RELEASE_WEIGHTS).items()}
+    return _read_safetensors(path / WEIGHTS)
+
+
+def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
     try:
-        return load_file(str(path / WEIGHTS))
+        return load_file(str(file))
     except (OSError, Exception) as err:  # safetensors raises its own error types on damaged files
         if isinstance(err, FileNotFoundError):
             raise
-        raise ValueError(f"{path / WEIGHTS} could not be read as safetensors: {err}") from err
+        raise ValueError(f"{file} could not be read as safetensors: {err}") from err
 
 
 def load_train_state(path: str | os.PathLike) -> dict[str, Any]:

@@ -80,10 +80,10 @@ def build_nets(cfg: Config, num_classes: int) -> Nets:
     )
     classifier = head(num_classes, cfg.model.embedding_dim, margin, seed=cfg.train.seed)
     teacher = projection = None
-    if cfg.teacher.kind == "dlib":
-        from meer.models.backbones import dlib_teacher
+    if cfg.teacher.kind:
+        from meer.models.backbones import create_teacher
 
-        teacher = dlib_teacher()
+        teacher = create_teacher(cfg.teacher.kind)
         dim = teacher.head.fc.out_features
         projection = nn.Linear(cfg.model.embedding_dim, dim, bias=False)
         if cfg.model.embedding_dim == dim:  # a student that starts as the teacher starts aligned
@@ -232,9 +232,21 @@ class Trainer:
             module.train(trainable)
             for param in module.parameters():
                 param.requires_grad_(trainable)
-        features = getattr(self.nets.model.backbone.head, "features", None)
+        backbone = self.nets.model.backbone
+        features = getattr(backbone.head, "features", None)
         if features is not None:  # IResNet's fixed-scale BN never trains (as in arcface_torch)
             features.weight.requires_grad_(False)
+        if "backbone" in stage.train:
+            frozen = self.cfg.model.frozen_stages
+            for module in [backbone.stem, *backbone.stages[:frozen]] if frozen else []:
+                module.eval()
+                module.requires_grad_(False)
+            if self.cfg.model.pretrained:
+                # A pretrained network keeps the BatchNorm statistics of the millions of faces it
+                # learned from: small fine-tuning batches (half of them masked) would shift them.
+                for module in backbone.modules():
+                    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                        module.eval()
 
     def build_stage(self, stage: StageConfig) -> StageState:
         self.set_trainable(stage)

@@ -47,12 +47,12 @@ class IBasicBlock(nn.Module):
 class EmbeddingHead(nn.Module):
     """BN - dropout - flatten - FC - BN: the last feature map ``[B, C, h, w]`` to ``[B, D]``."""
 
-    def __init__(self, channels: int, spatial: int, embedding_dim: int, dropout: float = 0.0) -> None:
+    def __init__(self, channels: int, spatial: int, embedding_dim: int, dropout: float = 0.0, eps: float = 1e-5) -> None:
         super().__init__()
-        self.bn = nn.BatchNorm2d(channels, eps=1e-5)
+        self.bn = nn.BatchNorm2d(channels, eps=eps)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(channels * spatial * spatial, embedding_dim)
-        self.features = nn.BatchNorm1d(embedding_dim, eps=1e-5)
+        self.features = nn.BatchNorm1d(embedding_dim, eps=eps)
         nn.init.constant_(self.features.weight, 1.0)
         self.features.weight.requires_grad_(False)  # as in arcface_torch: a fixed-scale BN
 
