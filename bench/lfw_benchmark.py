@@ -76,6 +76,7 @@ CONFIGS = Path(__file__).resolve().parent / "configs"
 SFACE_SYSTEMS = {
     "MEER on SFace": str(CONFIGS / "lfw-sface.yaml"),
     "SFace + mask aug. (fine-tuned)": str(CONFIGS / "lfw-sface-arcface-maskaug.yaml"),
+    "MEER on SFace w/o generator": str(CONFIGS / "lfw-sface-nogen.yaml"),
 }
 SUITES = {"small": SYSTEMS, "teacher": TEACHER_SYSTEMS, "sface": SFACE_SYSTEMS}
 RAW_SFACE = "SFace (no training)"
@@ -236,6 +237,8 @@ def main() -> None:
                         help="small: the four from-scratch systems; teacher: dlib peer + teacher-guided systems; "
                         "sface: raw SFace + systems built on it")
     parser.add_argument("--systems", nargs="*", help="a subset of the suite's trained systems (default: all)")
+    parser.add_argument("--skip-reference", action="store_true",
+                        help="only the trained systems: no peer / untrained rows (e.g. an ablation run)")
     parser.add_argument("--lfw-root", default="../shared/data/lfw", help="LFW photos (the dlib peer reads them)")
     parser.add_argument("--workers", type=int, default=2, help="processes for the dlib peer")
     parser.add_argument("--val-identities", type=int, default=120)
@@ -267,7 +270,7 @@ def main() -> None:
 
     rows, metrics = [], {"split": counts, "versions": versions(), "seed": args.seed, "mask_seed": MASK_SEED,
                          "step_scale": args.step_scale, "systems": {}}
-    if args.suite == "teacher":
+    if args.suite == "teacher" and not args.skip_reference:
         from meer.eval.real import pair_rows
         from meer.models.meer import MEER
 
@@ -286,7 +289,7 @@ def main() -> None:
         result = evaluate_model(port, ("surgical", "n95", "cloth"), val, test, rmfrd)
         rows.append(row(PORT, result, None))
         metrics["systems"][PORT] = summary(result, None, None)
-    if args.suite == "sface":
+    if args.suite == "sface" and not args.skip_reference:
         from meer.models.meer import MEER
 
         log.info("=== %s", RAW_SFACE)

@@ -1,0 +1,38 @@
+"""Paired per-fold differences between two systems of a benchmark run.
+
+    python bench/paired_folds.py runs/lfw-sface/results.json "MEER on SFace" "SFace (no training)"
+
+Reads ``results.json`` (written by ``bench/lfw_benchmark.py``) and prints, for each setting,
+the mean and population std of ``A - B`` over the test folds (accuracy points) and in how many
+folds A is ahead, level and behind. Folds are the same pairs for every system, so the paired
+difference is far less noisy than comparing the two means with their own spreads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", help="results.json of a benchmark run")
+    parser.add_argument("a", help="system A")
+    parser.add_argument("b", help="system B (the reference)")
+    args = parser.parse_args()
+    systems = json.load(open(args.results))["systems"]
+    for name in (args.a, args.b):
+        if name not in systems:
+            raise SystemExit(f"no system {name!r} in {args.results}; it has {sorted(systems)}")
+    for setting in systems[args.a]["test"]:
+        a = np.array(systems[args.a]["test"][setting]["fold_accuracies"]) * 100
+        b = np.array(systems[args.b]["test"][setting]["fold_accuracies"]) * 100
+        d = a - b
+        print(f"{setting}: {d.mean():+.2f} ± {d.std():.2f} points over {len(d)} folds "
+              f"(ahead {int((d > 0).sum())}, level {int((d == 0).sum())}, behind {int((d < 0).sum())})")
+
+
+if __name__ == "__main__":
+    main()
