@@ -61,6 +61,8 @@ FAISS_MIN_TEMPLATES = 200_000
 
 MAX_NAME_LENGTH = 100
 
+DATABASE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+
 # Test hook: seconds to sleep between template inserts inside the enrolment transaction, so a
 # test can kill the process in the middle of one.
 _SLEEP_ENV = "MEER_TEST_ENROLL_SLEEP"
@@ -144,6 +146,11 @@ class Identification:
             "calibrated": self.calibrated,
             "candidates": [{"name": m.name, "score": m.score} for m in self.candidates],
         }
+
+
+def is_database(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a gallery database (by suffix) rather than a safetensors gallery."""
+    return Path(path).suffix.lower() in DATABASE_SUFFIXES
 
 
 def check_name(name: object) -> str:
