@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from .apikit import encode, photo
-from .test_serve import faces, request, start_server  # noqa: F401  (faces is a fixture)
+from .apikit import encode, photo, write
+from .test_serve import browser, faces, request, start_server  # noqa: F401  (fixtures)
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -126,3 +126,44 @@ def test_without_a_token_the_gallery_is_read_only(read_only_server, faces):  # n
     status, answer = request(url + "api/identify", [("image", "p.png", encode(photo(*faces[0])))])
     assert status == 200 and answer["identified"] is None and answer["candidates"] == []
 
+
+
+def test_page_enrols_and_identifies(gallery_server, faces, browser, tmp_path):  # noqa: F811
+    """The page's gallery section; with MEER_SCREENSHOT=path.png it also saves a screenshot
+    (how docs/images/serve_identify.png is made)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    url = gallery_server
+    first = write(tmp_path / "dana-1.png", photo(*faces[2]))
+    second = write(tmp_path / "dana-2.png", np.ascontiguousarray(photo(*faces[2])[:, ::-1]))  # mirrored
+    browser.get(url)
+    WebDriverWait(browser, 30).until(lambda _: browser.find_element(By.ID, "gallery").is_displayed())
+    browser.find_element(By.ID, "enroll-name").send_keys("Dana")
+    browser.find_element(By.ID, "enroll-photos").send_keys(f"{first}\n{second}")
+    Select(browser.find_element(By.ID, "enroll-masked")).select_by_value("false")
+    note = browser.find_element(By.ID, "enroll-result")
+
+    def enrol_and_wait():
+        browser.find_element(By.ID, "enroll").click()
+        WebDriverWait(browser, 60).until(lambda _: note.get_attribute("data-state") in ("done", "error"))
+        return note.get_attribute("data-state"), note.text
+
+    assert enrol_and_wait() == ("error", "send the service's token as 'Authorization: Bearer TOKEN'")
+    browser.find_element(By.ID, "token").send_keys(TOKEN)
+    assert enrol_and_wait() == ("done", "Enrolled Dana: 2 photos")
+    assert "Dana" in people(url)
+    listed = WebDriverWait(browser, 30).until(
+        lambda _: [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#people li")] or None)
+    assert any(text.startswith("Dana — 2 photos") for text in listed)
+
+    browser.find_element(By.ID, "identify-photo").send_keys(str(first))
+    browser.find_element(By.ID, "identify").click()
+    box = browser.find_element(By.ID, "identify-result")
+    WebDriverWait(browser, 60).until(lambda _: box.get_attribute("data-state") in ("done", "error"))
+    assert box.get_attribute("data-state") == "done" and browser.find_element(By.ID, "identity").text == "Dana"
+    candidates = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#candidates li")]
+    assert candidates[0] == "Dana · 1.000"
+    if os.environ.get("MEER_SCREENSHOT"):
+        browser.set_window_size(1000, 1000)
+        browser.save_screenshot(os.environ["MEER_SCREENSHOT"])
