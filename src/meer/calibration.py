@@ -110,6 +110,28 @@ def calibrate_identification(
     return IdentificationCalibration(threshold, far, float(correct.mean()), target_far, len(known), len(unknown))
 
 
+def open_set_split(labels: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices ``(gallery, known, unknown)`` for an open-set calibration from one labelled set.
+
+    Half the identities (chosen with ``seed``) are enrolled: the first image of each is its
+    gallery template and their other images are known probes; every image of the other half
+    is an unknown probe. Identities with a single image can only be unknown.
+    """
+    labels = np.asarray(labels)
+    identities = np.random.default_rng(seed).permutation(np.unique(labels))
+    several = [i for i in identities if (labels == i).sum() > 1]
+    enrolled = set(several[: len(identities) // 2])
+    gallery, known, unknown = [], [], []
+    for identity in identities:
+        rows = np.flatnonzero(labels == identity)
+        if identity in enrolled:
+            gallery.append(rows[0])
+            known.extend(rows[1:])
+        else:
+            unknown.extend(rows)
+    return np.array(gallery, np.int64), np.array(known, np.int64), np.array(unknown, np.int64)
+
+
 def _unit(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)

@@ -94,3 +94,19 @@ def test_bad_inputs_fail_with_one_line_and_change_nothing(capsys, checkpoint, ph
         assert db.read_bytes() == before
     else:
         assert names(capsys, db) == expected
+
+
+@pytest.mark.slow  # a full synthetic evaluation: about 30 s on 2 cores
+def test_eval_calibrates_the_identification_threshold(capsys, checkpoint, tmp_path):  # noqa: F811
+    import meer
+    from meer.gallery import identification_threshold
+    from meer.train.checkpoint import find_checkpoint
+
+    folder = shutil.copytree(find_checkpoint(checkpoint), tmp_path / "step")
+    code, out, _ = run(capsys, "eval", str(folder), "--synthetic", "--calibrate", "M-U",
+                       "--calibrate-identification", "0.05", "--quiet", "-o", str(tmp_path / "eval"))
+    assert code == 0 and "identification threshold" in out and "FAR" in out
+    model = meer.load(folder, detector=None)
+    threshold, calibrated = identification_threshold(model)
+    assert calibrated and threshold == model.calibration.identification_threshold
+    assert model.calibration.identification_far <= 0.05 and "target FAR 0.05" in model.calibration.identification_protocol
