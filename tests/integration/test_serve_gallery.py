@@ -27,6 +27,12 @@ def read_only_server(tmp_path_factory):
     yield from start_server(tmp_path_factory, "--gallery", str(folder / "people.db"), env=env)
 
 
+def health(url):
+    status, answer = request(url + "api/health", body=None, method="GET", content_type=None)
+    assert status == 200
+    return answer["gallery"]
+
+
 def people(url):
     status, answer = request(url + "api/people", body=None, method="GET", content_type=None)
     assert status == 200
@@ -40,6 +46,7 @@ def enroll(url, name, images, headers=AUTH, fields=()):
 
 def test_enrol_identify_rename_delete(gallery_server, faces):  # noqa: F811
     url = gallery_server
+    assert health(url)["writable"] is True and health(url)["calibrated"] is False
     ann, bob, stranger = (encode(photo(*face)) for face in faces[:3])
     status, answer = enroll(url, "ann", [ann, encode(photo(faces[0][0], 1))], fields=[("masked", "false")])
     assert status == 200 and answer["person"]["templates"] == 2 and answer["person"]["masked"] == 0
@@ -62,14 +69,16 @@ def test_enrol_identify_rename_delete(gallery_server, faces):  # noqa: F811
 
 
 def bomb() -> bytes:
-    """A PNG that declares 30000 x 30000 pixels in a few kilobytes (a decompression bomb)."""
-    import io
+    """A 1 kB PNG that declares 50000 x 50000 grey pixels (a decompression bomb)."""
+    import struct
+    import zlib
 
-    from PIL import Image
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    buffer = io.BytesIO()
-    Image.new("1", (30000, 30000)).save(buffer, format="PNG")
-    return buffer.getvalue()
+    header = struct.pack(">IIBBBBB", 50_000, 50_000, 8, 0, 0, 0, 0)
+    rows = zlib.compress(b"\x00" * 50_001 * 16)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
 
 
 BAD_REQUESTS = {
@@ -118,6 +127,7 @@ def test_bad_requests_get_a_clear_error_and_change_nothing(gallery_server, faces
 
 def test_without_a_token_the_gallery_is_read_only(read_only_server, faces):  # noqa: F811
     url = read_only_server
+    assert health(url) == {"people": 0, "identification_threshold": 0.3, "calibrated": False, "writable": False}
     status, answer = enroll(url, "ann", [encode(photo(*faces[0]))])
     assert status == 403 and answer["error"]["code"] == "read_only"
     status, answer = request(url + "api/people/ann", body=b"", method="DELETE", headers=AUTH)

@@ -254,13 +254,13 @@ class _Service:
                 "can_unmask": model.has_generator,
             },
             "limits": asdict(self.limits),
-            "gallery": None if self.gallery is None else {
-                "people": len(self.gallery),
-                "identification_threshold": identification_threshold(model)[0],
-                "calibrated": identification_threshold(model)[1],
-                "writable": self.token is not None,
-            },
+            "gallery": None if self.gallery is None else self.gallery_health(),
         })
+
+    def gallery_health(self) -> dict[str, Any]:
+        threshold, calibrated = identification_threshold(self.model)
+        return {"people": len(self.gallery), "identification_threshold": threshold, "calibrated": calibrated,
+                "writable": self.token is not None}
 
     async def verify(self, request: Request) -> JSONResponse:
         form = await self.read_form(request, max_files=2)
