@@ -15,8 +15,9 @@ score reaches the identification threshold, else "unknown" (``Identification.nam
 
 Every change is one transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``) in WAL mode: a process
 killed during an enrolment leaves the gallery as it was before, and two processes enrolling
-the same name cannot both succeed. Deleting a person deletes all their templates (biometric
-data is not kept behind). The SQL is plain (no SQLite-only types), so the same schema fits a
+the same name cannot both succeed. Deleting a person deletes all their templates, and their
+bytes too (biometric data is not kept behind): ``secure_delete`` overwrites the freed pages and
+the write-ahead log is emptied after the deletion. The SQL is plain (no SQLite-only types), so the same schema fits a
 server database later; only :func:`_connect` is SQLite-specific.
 
 Search is a matrix product over all templates for galleries up to :data:`FAISS_MIN_TEMPLATES`
@@ -182,7 +183,8 @@ def _connect(path: Path) -> sqlite3.Connection:
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoint, never corrupt
+        conn.execute("PRAGMA synchronous=FULL")  # a commit is on disk: a deletion cannot come back
+        conn.execute("PRAGMA secure_delete=ON")  # deleted templates are overwritten, not left in free pages
     except sqlite3.DatabaseError as err:
         conn.close()
         raise GalleryError(f"{path} is not a meer gallery database ({err})") from None
@@ -375,6 +377,10 @@ class GalleryStore:
                 raise UnknownPersonError(f"nobody called {name!r} is enrolled")
             removed = conn.execute("DELETE FROM templates WHERE person_id = ?", row).rowcount
             conn.execute("DELETE FROM people WHERE id = ?", row)
+        with self._lock:
+            # the write-ahead log still holds earlier copies of the deleted pages: copy the log
+            # into the database and empty it (done unless another connection is reading just now)
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return removed
 
     def _check_embeddings(self, embeddings: np.ndarray) -> np.ndarray:

@@ -60,6 +60,18 @@ def test_enrol_list_rename_delete(store):
     assert template_rows(store.path) == 1  # deletion leaves no biometric data behind
 
 
+def test_a_deleted_person_leaves_no_template_bytes_in_the_files(store):
+    rng = np.random.default_rng(8)
+    secret = unit(rng, 3)
+    store.enroll("ann", secret)
+    store.enroll("bob", unit(rng, 2))
+    store.delete("ann")
+    files = [store.path, store.path.with_name(store.path.name + "-wal")]
+    data = b"".join(f.read_bytes() for f in files if f.exists())
+    assert not any(row.tobytes() in data for row in secret)
+    assert [p.name for p in store.people()] == ["bob"]
+
+
 def test_person_score_is_the_best_of_their_templates(store):
     rng = np.random.default_rng(1)
     unmasked, masked = unit(rng, 2)
