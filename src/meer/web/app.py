@@ -317,7 +317,6 @@ class _Service:
 
         return JSONResponse(await self.run(work))
 
-
     async def identify(self, request: Request) -> JSONResponse:
         gallery = self.need_gallery()
         form = await self.read_form(request, max_files=1)
