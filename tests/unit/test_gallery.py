@@ -110,6 +110,16 @@ def test_faiss_search_matches_the_matrix_product():
         np.testing.assert_allclose([m.score for m in a], [m.score for m in b], atol=1e-5)
 
 
+def test_search_switches_to_faiss_at_the_measured_size(monkeypatch):
+    import meer.gallery
+
+    vectors = unit(np.random.default_rng(9), 6)
+    monkeypatch.setattr(meer.gallery, "FAISS_MIN_TEMPLATES", 5)
+    expected = "faiss" if faiss_available() else "matmul"  # without FAISS the product serves any size
+    assert _Index([f"p{i}" for i in range(6)], vectors).kind == expected
+    assert _Index([f"p{i}" for i in range(4)], vectors[:4]).kind == "matmul"
+
+
 def test_another_model_and_damaged_files_are_refused(tmp_path, store):
     store.enroll("ann", unit(np.random.default_rng(4), 1))
     with pytest.raises(ModelMismatchError, match="another model"):
