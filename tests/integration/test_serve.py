@@ -21,14 +21,15 @@ from PIL import Image
 from .apikit import canvas, detectable, encode, face_model, photo, tiny_run, truncated_jpeg, write
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """``meer serve`` on a free port with small limits: 1 MB per request, 0.5 megapixels."""
+def start_server(tmp_path_factory, *extra: str, env: dict | None = None):
+    """``meer serve`` on a free port with small limits: 1 MB per request, 0.5 megapixels.
+
+    Yields its URL and stops it afterwards (use with ``yield from``)."""
     command = [
         sys.executable, "-m", "meer", "serve", "-m", str(tiny_run(tmp_path_factory)), "--port", "0",
-        "--threads", "1", "--max-upload-mb", "1", "--max-megapixels", "0.5",
+        "--threads", "1", "--max-upload-mb", "1", "--max-megapixels", "0.5", *extra,
     ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     log: list[str] = []
     url = None
     for line in process.stdout:
@@ -56,25 +57,33 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    yield from start_server(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
 def faces(tmp_path_factory):
     return detectable(face_model(tmp_path_factory), 3)
 
 
-def request(url, files=(), fields=(), content_type=None, body=None):
-    """``(status, JSON answer)``; ``files``: ``(field, filename, bytes)``; ``fields``: ``(name, value)``."""
+def request(url, files=(), fields=(), content_type=None, body=None, method="POST", headers=None):
+    """``(status, JSON answer)``; ``files``: ``(field, filename, bytes)``; ``fields``: ``(name, value)``
+    (a value may be bytes, sent as they are)."""
     if body is None:
         boundary = uuid.uuid4().hex
         parts = []
         for name, value in fields:
-            parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+            value = value if isinstance(value, bytes) else str(value).encode()
+            parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode() + value + b"\r\n")
         for name, filename, data in files:
             head = (f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
                     "Content-Type: application/octet-stream\r\n\r\n")
             parts.append(head.encode() + data + b"\r\n")
         body = b"".join(parts) + f"--{boundary}--\r\n".encode()
         content_type = f"multipart/form-data; boundary={boundary}"
-    req = urllib.request.Request(url, data=body, method="POST")
-    req.add_header("Content-Type", content_type)
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    if content_type is not None:
+        req.add_header("Content-Type", content_type)
     try:
         with urllib.request.urlopen(req, timeout=60) as answer:
             return answer.status, json.loads(answer.read())
@@ -216,3 +225,17 @@ def test_page_compares_two_uploaded_photos(server, faces, browser, tmp_path):
     WebDriverWait(browser, 60).until(lambda _: result.get_attribute("data-state") in ("done", "error"))
     assert result.get_attribute("data-state") == "error"
     assert browser.find_element(By.ID, "error").text == "b (notes.jpg) is not an image (or not in a format Pillow reads)"
+
+
+def test_oversized_upload_gets_its_413_answer_50_times_in_a_row(server):
+    # the server reads (and drops) the rest of an oversized body before answering, so a client
+    # that is still sending always gets the JSON answer, never a broken pipe
+    data = np.random.default_rng(1).bytes(1_200_000)
+    for _ in range(50):
+        status, answer = request(server + "api/verify", [("a", "big.jpg", data), ("b", "b.png", b"x")])
+        assert status == 413 and answer["error"]["code"] == "too_large"
+
+
+def test_gallery_endpoints_without_a_gallery(server):
+    status, answer = request(server + "api/people", body=None, method="GET")
+    assert status == 409 and answer["error"]["code"] == "no_gallery" and "--gallery" in answer["error"]["message"]

@@ -43,6 +43,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--calibrate", metavar="SETTING", choices=["U-U", "M-U", "M-M"],
                         help="store the best-accuracy threshold of this setting in the checkpoint "
                              "(use validation data, never test data)")
+    parser.add_argument("--calibrate-identification", metavar="FAR", type=float,
+                        help="also store the open-set identification threshold for this false-accept rate "
+                             "(e.g. 0.01): masked probes of half the identities against the unmasked first "
+                             "photo of each, the other half unknown; needs a verification calibration")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", action="store_true", help="print metrics.json to stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -106,12 +110,34 @@ def run(args: argparse.Namespace) -> int:
         threshold, accuracy = pooled_threshold(results[protocol.name], protocol, args.calibrate)
         write_calibration(checkpoint, Calibration(threshold, f"{protocol.name} {args.calibrate}", accuracy, args.calibrate))
         print(f"calibrated threshold {threshold:.4f} (accuracy {accuracy:.4f} on {protocol.name} {args.calibrate})")
+    if args.calibrate_identification is not None:
+        if not protocols:
+            raise MeerError("--calibrate-identification needs a verification protocol (--synthetic or --lfw-cache)")
+        calibrate_open_set(checkpoint, protocols[0], results[protocols[0].name], args.calibrate_identification)
     if args.json:
         print((out / "metrics.json").read_text())
     else:
         print((out / "summary.md").read_text())
         print(f"report: {out}")
     return 0
+
+
+def calibrate_open_set(checkpoint, protocol, result, target_far: float) -> None:
+    from meer.calibration import (
+        calibrate_identification,
+        open_set_split,
+        write_identification_calibration,
+    )
+
+    labels = protocol.faces.labels
+    gallery, known, unknown = open_set_split(labels)
+    embeddings = result["embeddings"]
+    outcome = calibrate_identification(embeddings.clean[gallery], labels[gallery], embeddings.masked[known],
+                                       labels[known], embeddings.masked[unknown], target_far)
+    name = f"{protocol.name}: masked probes vs unmasked gallery, {len(gallery)} enrolled"
+    write_identification_calibration(checkpoint, outcome, name)
+    print(f"identification threshold {outcome.threshold:.4f}: FAR {outcome.far:.4f} on {outcome.num_unknown} unknown "
+          f"probes, DIR {outcome.dir:.4f} on {outcome.num_known} known probes ({name})")
 
 
 def open_cache(path: str, cfg):

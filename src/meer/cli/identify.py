@@ -1,4 +1,9 @@
-"""``meer identify IMG --gallery GALLERY``: who in the gallery is this?"""
+"""``meer identify IMG --gallery GALLERY``: who in the gallery is this?
+
+With a gallery database (``.db``, from ``meer enroll`` or ``meer gallery``) the answer is open-set:
+a person, or "unknown" when nobody reaches the identification threshold (calibrated with
+``meer.calibration.calibrate_identification``; else the verification threshold, flagged).
+"""
 
 from __future__ import annotations
 
@@ -21,9 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from meer.api import Gallery
+    from meer.gallery import is_database
 
     if args.top_k < 1:
         raise ValueError("--top-k must be at least 1")
+    if is_database(args.gallery):
+        return identify_in_database(args)
     gallery = Gallery.load(args.gallery)
     model = load_from_args(args)
     matches = model.identify(args.image, gallery, top_k=args.top_k, aligned=args.aligned)
@@ -41,5 +49,24 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"not identified: no one reaches the threshold {model.threshold:.4f} ({calibration_note(model)})")
     for rank, match in enumerate(matches, 1):
+        print(f"{rank:3d}. {match.name}  {match.score:.4f}")
+    return 0
+
+
+def identify_in_database(args: argparse.Namespace) -> int:
+    from meer.gallery import identify_photo, open_gallery
+
+    model = load_from_args(args)
+    with open_gallery(args.gallery, model, create=False) as gallery:
+        answer = identify_photo(gallery, model, args.image, top_k=args.top_k, aligned=args.aligned)
+    if args.json:
+        print_json(answer.to_dict())
+        return 0
+    note = "calibrated for identification" if answer.calibrated else "not calibrated for identification: verification threshold"
+    if answer.name is not None:
+        print(f"identified: {answer.name} (score {answer.score:.4f} >= {answer.threshold:.4f}, {note})")
+    else:
+        print(f"unknown: nobody reaches the threshold {answer.threshold:.4f} ({note})")
+    for rank, match in enumerate(answer.candidates, 1):
         print(f"{rank:3d}. {match.name}  {match.score:.4f}")
     return 0

@@ -1,16 +1,24 @@
 """``meer serve``: the HTTP API and a web page (upload two photos, see the decision and the
-restored faces). Listens on 127.0.0.1 unless told otherwise; needs ``pip install 'meer[serve]'``."""
+restored faces; with ``--gallery``, enrol people and identify a photo). Listens on 127.0.0.1
+unless told otherwise; needs ``pip install 'meer[serve]'``.
+
+Enrolling, renaming and deleting people need a token: ``--token`` or the environment variable
+``MEER_TOKEN`` (preferred: a command line is visible to other users of the machine). Without
+one the gallery is read-only."""
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
 import logging
+import os
 import socket
 
 from meer.cli.inference import add_model_arguments, load_from_args
 
 log = logging.getLogger(__name__)
+
+ENV_TOKEN = "MEER_TOKEN"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,6 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-megapixels", type=float, default=40.0,
                         help="image size limit, width x height (default: 40)")
     parser.add_argument("--threads", type=int, help="torch CPU threads for inference (default: torch's choice)")
+    parser.add_argument("--gallery", "-g", metavar="FILE",
+                        help="gallery database for enrol / identify (created if missing; e.g. people.db)")
+    parser.add_argument("--token", default=os.environ.get(ENV_TOKEN),
+                        help=f"secret that enrol, rename and delete need (default: ${ENV_TOKEN}; none: read-only)")
     parser.set_defaults(func=run)
 
 
@@ -44,7 +56,12 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     model = load_from_args(args)
     limits = Limits(max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6))
-    app = create_app(model, limits)
+    gallery = None
+    if args.gallery:
+        from meer.gallery import open_gallery
+
+        gallery = open_gallery(args.gallery, model)
+    app = create_app(model, limits, gallery, args.token)
     log.info("face detector: %s", model.detector.name)  # created now, not in the first request
     # Binding here (not in uvicorn) lets --port 0 report the port it got.
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
@@ -57,8 +74,12 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"cannot listen on {args.host}:{args.port}: {err.strerror}") from None
     host, port = sock.getsockname()[:2]
     if not ipaddress.ip_address(host).is_loopback:
-        log.warning("listening on %s: anyone who can reach it can upload photos (there is no authentication)", host)
+        log.warning("listening on %s: anyone who can reach it can upload photos and identify them "
+                    "(only gallery changes need the token)", host)
     url = f"http://[{host}]:{port}/" if family == socket.AF_INET6 else f"http://{host}:{port}/"
+    if gallery is not None:
+        mode = "token required for changes" if args.token else "read-only: no token"
+        log.info("gallery %s: %d people (%s)", gallery.path, len(gallery), mode)
     print(f"meer serve: {url} (model {model.checkpoint}; Ctrl-C stops)", flush=True)
     config = uvicorn.Config(app, log_level="info", timeout_keep_alive=5, limit_concurrency=64)
     uvicorn.Server(config).run(sockets=[sock])

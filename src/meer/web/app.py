@@ -6,7 +6,19 @@ Endpoints (uploads are ``multipart/form-data``; every answer is JSON):
 * ``POST /api/verify``  files ``a`` and ``b`` -> score, decision, threshold, both faces;
 * ``POST /api/unmask``  file ``image`` -> mask verdict and the aligned / restored / occlusion
   crops as PNG data URLs;
-* ``POST /api/embed``   one or more files ``image`` -> unit embeddings.
+* ``POST /api/embed``   one or more files ``image`` -> unit embeddings;
+* ``POST /api/identify`` file ``image`` (optional ``top_k``) -> the person or ``null`` for
+  unknown, the score, the identification threshold and the top candidates;
+* ``GET  /api/people``  everyone enrolled (name, templates, masked templates, times);
+* ``POST /api/enroll``  text ``name``, one or more files ``image``, optional ``masked``
+  (``auto``: the model's mask verdict, ``true``, ``false``) and ``add=true`` (add photos to
+  someone enrolled) -> the person;
+* ``PATCH /api/people/{name}`` text ``name`` -> renamed; ``DELETE /api/people/{name}`` ->
+  the person and every template of theirs removed.
+
+The gallery endpoints need ``meer serve --gallery FILE``. Enrol, rename and delete change it and
+need the service's token (``meer serve --token`` or ``MEER_TOKEN``) as ``Authorization: Bearer
+TOKEN``; a service started without a token is read-only.
 
 Optional form fields: ``aligned=true`` (the uploads are pre-aligned crops) and, for verify,
 ``images=true`` (add each face's aligned and restored crops, as the page does).
@@ -16,15 +28,20 @@ smaller one is much nearer the centre) and the face's ``num_faces`` says so. Err
 ``{"error": {"code", "message", "field"}}`` with these codes and statuses: ``too_large`` 413
 (request body over the limit), ``image_too_large`` 413 (too many pixels), ``not_an_image`` 415,
 ``not_multipart`` 415, ``corrupt_image`` 422, ``no_face`` 422, ``missing_field`` /
-``bad_request`` 400, ``not_found`` 404, ``method_not_allowed`` 405.
+``bad_request`` / ``bad_name`` 400, ``unauthorized`` 401 (missing or wrong token), ``read_only``
+403 (no token configured), ``not_found`` / ``unknown_person`` 404, ``method_not_allowed`` 405,
+``duplicate_name`` / ``no_gallery`` 409.
 
 Uploads are held in memory (the request body is capped before it is parsed), never written to
-disk; the network runs in a worker thread, one request at a time.
+disk; the network runs in a worker thread, one request at a time. A body over the limit is read
+and thrown away (up to :data:`DRAIN_FACTOR` times the limit) before the 413 answer, so a client
+that is still sending gets the answer, not a broken connection.
 """
 
 from __future__ import annotations
 
 import base64
+import hmac
 import io
 import threading
 from dataclasses import asdict, dataclass
@@ -49,9 +66,22 @@ from meer.api import (
     NoFaceError,
     NotAnImageError,
 )
+from meer.gallery import (
+    DuplicateNameError,
+    GalleryError,
+    GalleryStore,
+    UnknownPersonError,
+    check_name,
+    enroll_photos,
+    identification_threshold,
+)
 
 if TYPE_CHECKING:
     from meer.api import FaceModel
+
+# An oversized body is drained up to this many times the limit before the 413 answer; beyond
+# that the connection is closed (a client sending that much is not waiting for an answer).
+DRAIN_FACTOR = 8
 
 
 @dataclass
@@ -109,35 +139,61 @@ def _flag(form: FormData, name: str) -> bool:
     return isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on")
 
 
-class _Service:
-    """The request handlers, around one model."""
+def _text(form: FormData, field: str) -> str:
+    value = form.get(field)
+    if not isinstance(value, str):
+        raise ApiError(400, "missing_field", f"no text in the form field {field!r}", field)
+    return value
 
-    def __init__(self, model: FaceModel, limits: Limits) -> None:
+
+class _StrictParser(MultiPartParser):
+    """Text fields must be UTF-8: Starlette would read other bytes as Latin-1, and a person's
+    name would be stored garbled."""
+
+    def on_part_end(self) -> None:
+        part = self._current_part
+        if part.file is None:
+            try:
+                bytes(part.data).decode("utf-8")
+            except UnicodeDecodeError:
+                raise MultiPartException(f"the form field {part.field_name!r} is not UTF-8 text") from None
+        super().on_part_end()
+
+
+class _Service:
+    """The request handlers, around one model (and optionally a gallery)."""
+
+    def __init__(self, model: FaceModel, limits: Limits, gallery: GalleryStore | None, token: str | None) -> None:
         self.model = model
         self.limits = limits
+        self.gallery = gallery
+        self.token = token
         self.lock = threading.Lock()  # one inference at a time: predictable memory and latency
 
     async def read_form(self, request: Request, max_files: int) -> FormData:
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise ApiError(415, "not_multipart", "send the images as multipart/form-data")
         limit = self.limits.max_upload_bytes
-        too_large = ApiError(413, "too_large", f"the upload is over the limit of {limit / 2**20:g} MB")
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise too_large
-        body = bytearray()
+        over = declared is not None and declared.isdigit() and int(declared) > limit
+        body, received = bytearray(), 0
         try:
             async for chunk in request.stream():  # counted as it arrives: Content-Length may lie
-                body += chunk
-                if len(body) > limit:
-                    raise too_large
+                received += len(chunk)
+                over = over or received > limit
+                if not over:
+                    body += chunk
+                elif received > DRAIN_FACTOR * limit:
+                    break  # stop reading; the server closes the connection after answering
         except ClientDisconnect:
             raise ApiError(400, "bad_request", "the client went away during the upload") from None
+        if over:
+            raise ApiError(413, "too_large", f"the upload is over the limit of {limit / 2**20:g} MB")
 
         async def whole_body():
             yield bytes(body)
 
-        parser = MultiPartParser(request.headers, whole_body(), max_files=max_files, max_fields=8)
+        parser = _StrictParser(request.headers, whole_body(), max_files=max_files, max_fields=8)
         parser.spool_max_size = limit  # keep every uploaded file in memory, never on disk
         try:
             return await parser.parse()
@@ -160,6 +216,20 @@ class _Service:
                 out.update(restored=png_data_url(result.restored), mask_detected=result.mask_detected,
                            mask_type=result.mask_type)
         return out
+
+    def check_token(self, request: Request) -> None:
+        """Changes to the gallery need the service's token."""
+        if self.token is None:
+            raise ApiError(403, "read_only", "this service is read-only: start meer serve with --token "
+                           "(or MEER_TOKEN) to enrol, rename or delete")
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.token.encode()):
+            raise ApiError(401, "unauthorized", "send the service's token as 'Authorization: Bearer TOKEN'")
+
+    def need_gallery(self) -> GalleryStore:
+        if self.gallery is None:
+            raise ApiError(409, "no_gallery", "this service has no gallery: start meer serve with --gallery FILE")
+        return self.gallery
 
     def run_locked(self, work):
         with self.lock:
@@ -184,7 +254,13 @@ class _Service:
                 "can_unmask": model.has_generator,
             },
             "limits": asdict(self.limits),
+            "gallery": None if self.gallery is None else self.gallery_health(),
         })
+
+    def gallery_health(self) -> dict[str, Any]:
+        threshold, calibrated = identification_threshold(self.model)
+        return {"people": len(self.gallery), "identification_threshold": threshold, "calibrated": calibrated,
+                "writable": self.token is not None}
 
     async def verify(self, request: Request) -> JSONResponse:
         form = await self.read_form(request, max_files=2)
@@ -241,6 +317,96 @@ class _Service:
 
         return JSONResponse(await self.run(work))
 
+    async def identify(self, request: Request) -> JSONResponse:
+        gallery = self.need_gallery()
+        form = await self.read_form(request, max_files=1)
+        upload, aligned = _upload(form, "image"), _flag(form, "aligned")
+        top_k = form.get("top_k", "5")
+        if not (isinstance(top_k, str) and top_k.strip().isdigit() and 1 <= int(top_k) <= 100):
+            raise ApiError(400, "bad_request", "top_k must be a whole number from 1 to 100", "top_k")
+        threshold, calibrated = identification_threshold(self.model)
+
+        def work():
+            face = self.face(upload, "image", aligned)
+            answer = gallery.identify(self.model.embed(face)[0], threshold, int(top_k), calibrated)
+            return {**answer.to_dict(), "face": {"filename": upload.filename, **face.to_dict()}}
+
+        return JSONResponse(await self.run(work))
+
+    async def people(self, request: Request) -> JSONResponse:
+        gallery = self.need_gallery()
+        people = await self.run(gallery.people)
+        return JSONResponse({"people": [p.to_dict() for p in people]})
+
+    async def enroll(self, request: Request) -> JSONResponse:
+        gallery = self.need_gallery()
+        form = await self.read_form(request, max_files=self.limits.max_files)
+        self.check_token(request)
+        name = _name(_text(form, "name"))
+        uploads = [u for u in form.getlist("image") if isinstance(u, UploadFile)]
+        if not uploads:
+            raise ApiError(400, "missing_field", "send one or more photos in the field 'image'", "image")
+        masked_field = str(form.get("masked", "auto")).strip().lower()
+        if masked_field not in ("auto", "true", "false"):
+            raise ApiError(400, "bad_request", "masked must be auto, true or false", "masked")
+        masked = None if masked_field == "auto" else masked_field == "true"
+        aligned, add = _flag(form, "aligned"), _flag(form, "add")
+
+        def work():
+            # every photo is checked before anything is written: one bad photo enrols nobody
+            faces = [self.face(upload, "image", aligned) for upload in uploads]
+            try:
+                person = enroll_photos(gallery, self.model, name, faces, masked=masked, add=add,
+                                       sources=[u.filename for u in uploads])
+            except GalleryError as err:
+                raise _gallery_error(err, "name") from None
+            return {"person": person.to_dict()}
+
+        return JSONResponse(await self.run(work))
+
+    async def rename(self, request: Request) -> JSONResponse:
+        gallery = self.need_gallery()
+        form = await self.read_form(request, max_files=0)
+        self.check_token(request)
+        old, new = _name(request.path_params["name"]), _name(_text(form, "name"))
+
+        def work():
+            try:
+                gallery.rename(old, new)
+            except GalleryError as err:
+                raise _gallery_error(err, "name") from None
+            return {"renamed": old, "name": new}
+
+        return JSONResponse(await self.run(work))
+
+    async def delete(self, request: Request) -> JSONResponse:
+        gallery = self.need_gallery()
+        self.check_token(request)
+        name = _name(request.path_params["name"])
+
+        def work():
+            try:
+                return {"deleted": name, "templates": gallery.delete(name)}
+            except GalleryError as err:
+                raise _gallery_error(err, None) from None
+
+        return JSONResponse(await self.run(work))
+
+
+def _name(value: str) -> str:
+    try:
+        return check_name(value)
+    except GalleryError as err:
+        raise ApiError(400, "bad_name", str(err), "name") from None
+
+
+def _gallery_error(err: GalleryError, field: str | None) -> ApiError:
+    if isinstance(err, DuplicateNameError):
+        return ApiError(409, "duplicate_name", str(err), field)
+    if isinstance(err, UnknownPersonError):
+        return ApiError(404, "unknown_person", str(err), None)
+    return ApiError(400, "bad_request", str(err), field)
+
 
 def _upload(form: FormData, field: str) -> UploadFile:
     value = form.get(field)
@@ -259,9 +425,15 @@ async def _http_error(request: Request, err: HTTPException) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": err.detail, "field": None}}, status_code=err.status_code)
 
 
-def create_app(model: FaceModel, limits: Limits | None = None) -> Starlette:
-    """The ASGI app: serve it with any ASGI server (``meer serve`` uses Uvicorn)."""
-    service = _Service(model, limits or Limits())
+def create_app(
+    model: FaceModel, limits: Limits | None = None, gallery: GalleryStore | None = None, token: str | None = None
+) -> Starlette:
+    """The ASGI app: serve it with any ASGI server (``meer serve`` uses Uvicorn).
+
+    gallery: the identification gallery (None: the gallery endpoints answer ``no_gallery``)
+    token:   the secret that enrol / rename / delete need (None: the gallery is read-only)
+    """
+    service = _Service(model, limits or Limits(), gallery, token or None)
     page = resources.files("meer.web").joinpath("index.html").read_text(encoding="utf-8")
     routes = [
         Route("/", lambda request: HTMLResponse(page)),
@@ -269,5 +441,10 @@ def create_app(model: FaceModel, limits: Limits | None = None) -> Starlette:
         Route("/api/verify", service.verify, methods=["POST"]),
         Route("/api/unmask", service.unmask, methods=["POST"]),
         Route("/api/embed", service.embed, methods=["POST"]),
+        Route("/api/identify", service.identify, methods=["POST"]),
+        Route("/api/enroll", service.enroll, methods=["POST"]),
+        Route("/api/people", service.people),
+        Route("/api/people/{name}", service.rename, methods=["PATCH"]),
+        Route("/api/people/{name}", service.delete, methods=["DELETE"]),
     ]
     return Starlette(routes=routes, exception_handlers={ApiError: _api_error, HTTPException: _http_error})
