@@ -3,7 +3,7 @@
     python scripts/release_default_model.py runs/lfw-sface/lfw-sface
 
 Exports the checkpoint's inference network in float16 with its calibration
-(``meer export --half``) into ``src/meer/default_model`` and records its embeddings of a few
+(``meer export --half --int8 backbone.head.fc.weight``) into ``src/meer/default_model`` and records its embeddings of a few
 generated faces in ``tests/fixtures/default_model_embeddings.json``, which
 ``tests/integration/test_release.py`` checks. ``PROVENANCE.md`` beside the weights is
 written by hand: the command, config, data, seed and benchmark row of the checkpoint.
@@ -29,7 +29,8 @@ def main() -> None:
     parser.add_argument("checkpoint", help="checkpoint or run folder (with calibration.json)")
     args = parser.parse_args()
     out = ROOT / "src" / "meer" / "default_model"
-    if meer_main(["export", args.checkpoint, "-o", str(out), "--half"]) != 0:
+    # float16, and the 6.4M-weight embedding FC block-wise int8 as in SFace's own file: under 25 MB
+    if meer_main(["export", args.checkpoint, "-o", str(out), "--half", "--int8", "backbone.head.fc.weight"]) != 0:
         raise SystemExit("export failed")
     if not (out / "calibration.json").is_file():
         raise SystemExit(f"{args.checkpoint} has no calibration.json: calibrate it on validation data first")

@@ -27,19 +27,37 @@ def _one_thread():
 def test_half_precision_release_loads_and_embeds_like_its_checkpoint(tmp_path_factory, tmp_path, capsys):
     run = tiny_run(tmp_path_factory)
     write_calibration(find_checkpoint(run), Calibration(0.42, "test", 0.9, "M-U"))
-    assert main(["export", str(run), "-o", str(tmp_path / "release"), "--half"]) == 0
+    fc = "backbone.head.fc.weight"
+    assert main(["export", str(run), "-o", str(tmp_path / "release"), "--half", "--int8", fc]) == 0
     assert "calibration.json (threshold 0.4200" in capsys.readouterr().out
     from safetensors import safe_open
 
     with safe_open(str(tmp_path / "release" / "model.safetensors"), "pt") as f:
-        dtypes = {f.get_tensor(k).dtype for k in f.keys()}
-    assert torch.float16 in dtypes and torch.float32 not in dtypes
+        stored = {k: f.get_tensor(k) for k in f.keys()}
+    assert stored[f"{fc}.qint8"].dtype == torch.int8 and fc not in stored
+    assert {v.dtype for k, v in stored.items() if not k.startswith(fc)} <= {torch.float16, torch.int64}
     full, release = meer.load(run, detector=None), meer.load(tmp_path / "release", detector=None)
     assert release.threshold == pytest.approx(0.42) and release.calibrated
     faces = SyntheticFaces(3, 2, 32, seed=9).generate().images
     a, b = full.embed(list(faces), aligned=True), release.embed(list(faces), aligned=True)
     assert (a * b).sum(1).min() > 0.999  # fp16 rounding only
     assert not np.array_equal(a, b)  # ... which is there: the release really is half precision
+
+
+def test_int8_blocks_round_trip_within_half_a_step():
+    from meer.train.checkpoint import dequantize_int8, quantize_int8
+
+    weight = torch.randn(3, 150) * torch.logspace(-3, 0, 150)  # blocks of very different scales
+    values, scale = quantize_int8(weight)
+    assert values.shape == (3, 150) and scale.shape == (3, 3)
+    restored = dequantize_int8({"w.qint8": values, "w.qscale": scale})["w"]
+    step = scale.float().repeat_interleave(64, dim=1)[:, :150]
+    assert ((restored - weight).abs() <= 0.5 * step + 1e-3 * weight.abs()).all()
+
+
+def test_int8_of_an_unknown_weight_is_a_one_line_error(tmp_path_factory, tmp_path, capsys):
+    code = main(["export", str(tiny_run(tmp_path_factory)), "-o", str(tmp_path / "r"), "--int8", "no.such.weight"])
+    assert code == 2 and "not a 2-D weight of this model" in capsys.readouterr().err
 
 
 def test_a_release_without_config_is_refused(tmp_path):

@@ -87,5 +87,8 @@ def test_leave_one_out_rank1_leaves_the_probe_itself_out():
     # each probe's best match would be itself if it stayed in the gallery (rank-1 = 1.0)
     # b' = (0.6, 0.8) is nearer c (0.75, 0.66) than b (0, 1): one miss of four
     assert leave_one_out_rank1(emb, labels) == 0.75
+    # another view of each image as the probe (its own image still left out): every view here
+    # looks like the other person, so every probe misses
+    assert leave_one_out_rank1(emb, labels, probes=emb[[2, 2, 0, 0, 4]]) == 0.0
     with pytest.raises(ValueError, match="two images"):
         leave_one_out_rank1(emb[:1], labels[:1])

@@ -14,6 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--onnx", action="store_true", help="also write embed.onnx and unmask.onnx (needs meer[onnx])")
     parser.add_argument("--half", action="store_true", help="store the weights as float16 (half the size; "
                         "they are read back into float32)")
+    parser.add_argument("--int8", nargs="*", default=[], metavar="NAME",
+                        help="store these 2-D weights as block-wise int8 (e.g. backbone.head.fc.weight)")
     parser.set_defaults(func=run)
 
 
@@ -24,9 +26,10 @@ def run(args: argparse.Namespace) -> int:
     from safetensors.torch import save_file
 
     from meer.calibration import read_calibration, write_calibration
+    from meer.cli import MeerError
     from meer.export import EmbeddingNetwork, UnmaskNetwork, export_onnx, onnx_max_abs_diff
     from meer.io import atomic_write, atomic_write_json
-    from meer.train.checkpoint import find_checkpoint
+    from meer.train.checkpoint import find_checkpoint, quantize_int8
     from meer.train.trainer import load_model
 
     checkpoint = find_checkpoint(args.checkpoint)
@@ -34,6 +37,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     tensors = {k: (v.half() if args.half and v.is_floating_point() else v).contiguous()
                for k, v in model.state_dict().items()}
+    for name in args.int8:
+        if name not in tensors or tensors[name].dim() != 2:
+            raise MeerError(f"--int8 {name}: not a 2-D weight of this model")
+        tensors[f"{name}.qint8"], tensors[f"{name}.qscale"] = quantize_int8(tensors.pop(name))
     atomic_write(out / "model.safetensors", lambda tmp: save_file(tensors, tmp, metadata={"format": "meer-model-1"}))
     atomic_write_json(out / "model.json", {"config": cfg.to_dict(), "source": str(checkpoint),
                                             "versions": state.get("versions", {})})

@@ -140,22 +140,27 @@ def identify(
 
 
 
-def leave_one_out_rank1(embeddings: np.ndarray, labels: np.ndarray) -> float:
+def leave_one_out_rank1(embeddings: np.ndarray, labels: np.ndarray, probes: np.ndarray | None = None) -> float:
     """Rank-1 accuracy of each image against all the others (closed set, best cosine per identity).
 
     Every image whose identity has at least one other image is a probe; its own embedding is
-    left out of the gallery. Ties count against the probe, as in :func:`identify`.
+    left out of the gallery. ``probes`` (``[N, D]``, one per image) replaces each image as the
+    probe by another view of it (e.g. the same photo with a synthetic mask) while its own
+    gallery entry is still left out. Ties count against the probe, as in :func:`identify`.
     """
     emb = l2_normalise(np.asarray(embeddings, np.float64))
+    queries = emb if probes is None else l2_normalise(np.asarray(probes, np.float64))
+    if queries.shape != emb.shape:
+        raise ValueError(f"need one probe per image: {queries.shape} vs {emb.shape}")
     labels = np.asarray(labels)
     identities, index = np.unique(labels, return_inverse=True)
-    probes = np.flatnonzero(np.bincount(index)[index] >= 2)
-    if len(probes) == 0:
+    rows = np.flatnonzero(np.bincount(index)[index] >= 2)
+    if len(rows) == 0:
         raise ValueError("leave-one-out identification needs an identity with two images or more")
-    similarity = emb[probes] @ emb.T
-    similarity[np.arange(len(probes)), probes] = -np.inf  # the probe itself is not in the gallery
-    scores = np.full((len(probes), len(identities)), -np.inf)
+    similarity = queries[rows] @ emb.T
+    similarity[np.arange(len(rows)), rows] = -np.inf  # the probe's own image is not in the gallery
+    scores = np.full((len(rows), len(identities)), -np.inf)
     for k in range(len(identities)):
         scores[:, k] = similarity[:, index == k].max(axis=1)
-    own = scores[np.arange(len(probes)), index[probes]]
+    own = scores[np.arange(len(rows)), index[rows]]
     return float(((scores >= own[:, None]).sum(axis=1) == 1).mean())

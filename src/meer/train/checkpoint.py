@@ -141,8 +141,35 @@ def read_state(path: str | os.PathLike) -> dict[str, Any]:
 def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = find_checkpoint(path)
     if is_release(path):  # the inference network only, named as a checkpoint's "model.*"
-        return {f"model.{k}": v for k, v in _read_safetensors(path / RELEASE_WEIGHTS).items()}
+        tensors = dequantize_int8(_read_safetensors(path / RELEASE_WEIGHTS))
+        return {f"model.{k}": v for k, v in tensors.items()}
     return _read_safetensors(path / WEIGHTS)
+
+
+# Block-wise int8 weights in a release (``meer export --int8 NAME``): ``NAME.qint8`` holds the
+# int8 values, ``NAME.qscale`` one float16 scale per block of INT8_BLOCK input columns.
+INT8_BLOCK = 64
+
+
+def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 with one scale per row and block of :data:`INT8_BLOCK` columns
+    (``[O, I]`` -> int8 ``[O, I]``, float16 ``[O, ceil(I / block)]``)."""
+    rows, cols = weight.shape
+    blocks = -(-cols // INT8_BLOCK)
+    padded = torch.nn.functional.pad(weight.float(), (0, blocks * INT8_BLOCK - cols)).view(rows, blocks, INT8_BLOCK)
+    scale = (padded.abs().amax(dim=2) / 127).clamp(min=1e-12).half()
+    values = (padded / scale.float()[..., None]).round().clamp(-127, 127).to(torch.int8)
+    return values.view(rows, -1)[:, :cols].contiguous(), scale
+
+
+def dequantize_int8(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Replace every ``NAME.qint8`` / ``NAME.qscale`` pair by the float32 ``NAME``."""
+    out = {k: v for k, v in tensors.items() if not k.endswith((".qint8", ".qscale"))}
+    for key in [k for k in tensors if k.endswith(".qint8")]:
+        name = key.removesuffix(".qint8")
+        values, scale = tensors[key].float(), tensors[f"{name}.qscale"].float()
+        out[name] = values * scale.repeat_interleave(INT8_BLOCK, dim=1)[:, : values.shape[1]]
+    return out
 
 
 def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
