@@ -21,8 +21,11 @@ def main() -> None:
     parser.add_argument("results", help="results.json of a benchmark run")
     parser.add_argument("a", help="system A")
     parser.add_argument("b", help="system B (the reference)")
+    parser.add_argument("--b-results", help="results.json holding B, when it is another run's (same split and masks)")
     args = parser.parse_args()
     systems = json.load(open(args.results))["systems"]
+    if args.b_results:
+        systems = json.load(open(args.b_results))["systems"] | systems
     for name in (args.a, args.b):
         if name not in systems:
             raise SystemExit(f"no system {name!r} in {args.results}; it has {sorted(systems)}")
