@@ -1,6 +1,7 @@
 """A release folder (`meer export`) loads like a checkpoint, and the model meer ships works."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,8 @@ def _one_thread():
 
 
 def test_half_precision_release_loads_and_embeds_like_its_checkpoint(tmp_path_factory, tmp_path, capsys):
-    run = tiny_run(tmp_path_factory)
+    # a copy: the session's tiny run is shared, and other tests expect it uncalibrated
+    run = shutil.copytree(tiny_run(tmp_path_factory), tmp_path / "run")
     write_calibration(find_checkpoint(run), Calibration(0.42, "test", 0.9, "M-U"))
     assert main(["export", str(run), "-o", str(tmp_path / "release"), "--half"]) == 0
     assert "calibration.json (threshold 0.4200" in capsys.readouterr().out
