@@ -27,7 +27,10 @@ InsightFace's 112x112 crops) and only resized to the model's input size.
 
 Same or different is decided at the threshold that ``meer eval`` stored with the checkpoint
 (``calibration.json``). A checkpoint without one uses :data:`FALLBACK_THRESHOLD` and every
-result says ``calibrated=False``: treat such decisions as indicative only.
+result says ``calibrated=False``: treat such decisions as indicative only. When the checkpoint
+stores one threshold per setting (``meer eval --calibrate all``), :meth:`FaceModel.verify`
+takes the one of the pair's setting (U-U, M-U, M-M) from the mask classifier's verdict on each
+face; a network without a mask classifier (no decoupling module) uses the M-U threshold.
 """
 
 from __future__ import annotations
@@ -126,6 +129,9 @@ class VerifyResult:
     threshold:  the decision threshold used
     calibrated: False when the checkpoint had no calibration (the threshold is the fallback)
     faces:      the two faces that were compared
+    setting:    the setting whose threshold was used: U-U, M-U or M-M from the mask verdicts;
+                M-U when the network has no mask classifier
+    masked:     the mask classifier's verdict on each face (None: the network has none)
     """
 
     score: float
@@ -133,6 +139,8 @@ class VerifyResult:
     threshold: float
     calibrated: bool
     faces: tuple[Face, Face] = field(repr=False)
+    setting: str = "M-U"
+    masked: tuple[bool | None, bool | None] = (None, None)
 
 
 @dataclass
@@ -358,6 +366,16 @@ class FaceModel:
     def calibrated(self) -> bool:
         return self.calibration is not None
 
+    def threshold_for(self, setting: str | None) -> float:
+        """The threshold of a setting (U-U / M-U / M-M) when the calibration has one per
+        setting, else :attr:`threshold`."""
+        return self.calibration.threshold_for(setting) if self.calibration is not None else FALLBACK_THRESHOLD
+
+    @property
+    def has_mask_classifier(self) -> bool:
+        """Whether the network says if a face is masked (its decoupling module's mask head)."""
+        return self.network.decouple is not None
+
     @property
     def fingerprint(self) -> str:
         """Identifies the checkpoint (a hash of its ``state.json``: config, step, versions)."""
@@ -461,12 +479,30 @@ class FaceModel:
         crops = np.stack([face.aligned for face in faces])
         return embed_images(self.network, crops, self.batch_size, flip=self.flip)
 
+    def mask_verdicts(self, images: ImageInput | Sequence[ImageInput], aligned: bool = False) -> list[bool | None]:
+        """Whether each face wears a mask, by the network's mask classifier (any class but
+        "none"); None for every face when the network has no mask classifier."""
+        from meer.eval.embed import mask_classes
+
+        faces = self._faces(images, aligned)
+        if not self.has_mask_classifier:
+            return [None] * len(faces)
+        if not faces:
+            return []
+        return [bool(c != 0) for c in mask_classes(self.network, np.stack([f.aligned for f in faces]), self.batch_size)]
+
     def verify(self, a: ImageInput, b: ImageInput, aligned: bool = False) -> VerifyResult:
-        """Compare two photos at the checkpoint's calibrated threshold."""
+        """Compare two photos at the checkpoint's calibrated threshold for their setting (from
+        the mask verdict on each face, see :class:`VerifyResult`)."""
+        from meer.calibration import pair_setting
+
         faces = (self.face(a, aligned), self.face(b, aligned))
         first, second = self._embed_faces(list(faces))
         score = float(first @ second)
-        return VerifyResult(score, score >= self.threshold, self.threshold, self.calibrated, faces)
+        masked = tuple(self.mask_verdicts(list(faces)))
+        setting = "M-U" if None in masked else pair_setting(*masked)
+        threshold = self.threshold_for(setting)
+        return VerifyResult(score, score >= threshold, threshold, self.calibrated, faces, setting, masked)
 
     def unmask(self, image: ImageInput, aligned: bool = False) -> UnmaskResult:
         """Repaint the masked lower face with the generator; also say whether a mask is worn."""

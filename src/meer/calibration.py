@@ -3,6 +3,12 @@
 ``meer eval`` writes ``calibration.json`` into the checkpoint folder; ``meer.load`` reads it
 to decide same / different. The thresholds are on the cosine similarity of unit embeddings.
 
+The best threshold moves when one or both faces wear a mask, so a calibration may hold one
+threshold per setting (``U-U``, ``M-U``, ``M-M``; ``meer eval --calibrate all``) and
+:meth:`Calibration.threshold_for` picks the one that matches the mask verdicts of a pair. A file
+with a single threshold (the older format, or ``--calibrate M-U``) means that threshold for
+every setting.
+
 Open-set identification (``meer.gallery``) has its own threshold: a person is named only when
 their best score reaches it. :func:`calibrate_identification` picks it on validation
 identities for a target false-accept rate, and :func:`write_identification_calibration` adds it
@@ -21,6 +27,12 @@ import numpy as np
 from meer.io import atomic_write_json
 
 FILENAME = "calibration.json"
+SETTINGS = ("U-U", "M-U", "M-M")
+
+
+def pair_setting(first_masked: bool, second_masked: bool) -> str:
+    """The verification setting of a pair from the two faces' mask verdicts."""
+    return SETTINGS[int(first_masked) + int(second_masked)]
 
 
 @dataclass
@@ -32,6 +44,39 @@ class Calibration:
     identification_threshold: float | None = None  # open-set: best score >= this names a person
     identification_far: float | None = None  # false-accept rate of unknown people at it (validation)
     identification_protocol: str | None = None  # what it was chosen on
+    # one threshold per setting ({"U-U": t, "M-U": t, "M-M": t}) and the accuracy at each on the
+    # protocol; None in single-threshold files, where ``threshold`` serves every setting
+    thresholds: dict[str, float] | None = None
+    accuracies: dict[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("thresholds", "accuracies"):
+            values = getattr(self, name)
+            if values is not None and set(values) != set(SETTINGS):
+                raise ValueError(f"calibration {name} must have exactly the settings {SETTINGS}, got {sorted(values)}")
+
+    @property
+    def per_setting(self) -> bool:
+        """Whether there is one threshold per setting (else one for all)."""
+        return self.thresholds is not None
+
+    def threshold_for(self, setting: str | None) -> float:
+        """The threshold of ``setting`` (U-U / M-U / M-M); None, or a single-threshold
+        calibration, gives :attr:`threshold` (the M-U one when per-setting)."""
+        if setting is not None and setting not in SETTINGS:
+            raise ValueError(f"unknown setting {setting!r}: expected one of {SETTINGS}")
+        if self.thresholds is None or setting is None:
+            return self.threshold
+        return self.thresholds[setting]
+
+    @classmethod
+    def from_settings(cls, chosen: dict[str, tuple[float, float]], protocol: str) -> Calibration:
+        """A per-setting calibration from ``{setting: (threshold, accuracy)}`` for all three
+        settings; the single :attr:`threshold` (for models that cannot tell masks) is M-U's."""
+        threshold, accuracy = chosen["M-U"]
+        return cls(threshold, protocol, accuracy, "M-U",
+                   thresholds={s: float(chosen[s][0]) for s in SETTINGS},
+                   accuracies={s: float(chosen[s][1]) for s in SETTINGS})
 
 
 def write_calibration(checkpoint_dir: str | os.PathLike, calibration: Calibration) -> Path:
@@ -45,7 +90,7 @@ def read_calibration(checkpoint_dir: str | os.PathLike) -> Calibration | None:
     try:
         raw = json.loads(path.read_text())
         return Calibration(**raw)
-    except (json.JSONDecodeError, TypeError) as err:
+    except (json.JSONDecodeError, TypeError, ValueError) as err:
         raise ValueError(f"{path} is damaged: {err}") from err
 
 

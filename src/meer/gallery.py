@@ -499,14 +499,21 @@ def open_gallery(path: str | os.PathLike, model: FaceModel, create: bool = True,
     return GalleryStore(path, model.fingerprint, model.embedding_dim, create=create, search=search)
 
 
-def identification_threshold(model: FaceModel) -> tuple[float, bool]:
+def identification_threshold(model: FaceModel, probe_masked: bool | None = None) -> tuple[float, bool]:
     """``(threshold, calibrated)`` for open-set identification: the checkpoint's calibrated
     identification threshold (``meer.calibration``), else its verification threshold, flagged
-    not calibrated for identification."""
+    not calibrated for identification.
+
+    The verification threshold follows the probe's mask verdict when the checkpoint stores one
+    per setting: enrolment photos are taken to be unmasked (the usual case), so a masked probe
+    uses the M-U threshold and an unmasked one U-U; ``probe_masked=None`` (unknown, or a model
+    without a mask classifier) uses M-U.
+    """
     calibration = model.calibration
     if calibration is not None and calibration.identification_threshold is not None:
         return calibration.identification_threshold, True
-    return model.threshold, False
+    setting = "U-U" if probe_masked is False else "M-U"
+    return model.threshold_for(setting), False
 
 
 def enroll_photos(
@@ -544,7 +551,8 @@ def identify_photo(
     gallery: GalleryStore, model: FaceModel, probe: ImageInput, top_k: int = 5, aligned: bool = False,
     max_pixels: int | None = None,
 ) -> Identification:
-    """Who is on ``probe``: a person of the gallery or unknown, with the top candidates."""
-    threshold, calibrated = identification_threshold(model)
-    embedding = model.embed(model.face(probe, aligned, max_pixels=max_pixels))[0]
-    return gallery.identify(embedding, threshold, top_k, calibrated)
+    """Who is on ``probe``: a person of the gallery or unknown, with the top candidates (the
+    threshold follows the probe's mask verdict, see :func:`identification_threshold`)."""
+    face = model.face(probe, aligned, max_pixels=max_pixels)
+    threshold, calibrated = identification_threshold(model, model.mask_verdicts(face)[0])
+    return gallery.identify(model.embed(face)[0], threshold, top_k, calibrated)

@@ -69,6 +69,53 @@ def test_calibrated_checkpoint_decides_at_its_threshold(model, faces, tmp_path):
     assert result.same == (result.score >= 0.999)
 
 
+def test_verify_and_identify_take_the_threshold_of_the_mask_setting(model, faces, tmp_path):
+    from meer.gallery import identification_threshold, identify_photo, open_gallery
+
+    folder = shutil.copytree(model.checkpoint, tmp_path / "step")
+    thresholds = {"U-U": 0.11, "M-U": 0.22, "M-M": 0.33}
+    write_calibration(folder, Calibration(0.22, "test", setting="M-U", thresholds=thresholds,
+                                          accuracies={s: 1.0 for s in thresholds}))
+    calibrated = meer.load(folder)
+    masked, unmasked, other = (photo(*face) for face in faces[:3])
+    # set the mask head so that the classifier, run on the faces, calls the first one masked
+    # (class 1) and the other two unmasked (class 0)
+    network = calibrated.network
+    crops = np.stack([calibrated.face(p).aligned for p in (masked, unmasked, other)])
+    with torch.no_grad():
+        x = torch.from_numpy(crops).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+        pooled = network(x).decoupled.mask.mean((2, 3))  # [3, C], what the mask head reads
+        design = torch.cat([pooled, torch.ones(3, 1)], 1).double()
+        solution = torch.linalg.lstsq(design, torch.tensor([[4.0], [-4.0], [-4.0]]).double()).solution[:, 0].float()
+        head = network.decouple.mask_head
+        head.weight.zero_()
+        head.bias.fill_(-100.0)
+        head.weight[1], head.bias[1], head.bias[0] = solution[:-1], solution[-1], 0.0
+    assert calibrated.mask_verdicts([masked, unmasked, other]) == [True, False, False]
+
+    mixed = calibrated.verify(masked, unmasked)
+    assert (mixed.setting, mixed.threshold, mixed.masked) == ("M-U", 0.22, (True, False))
+    assert mixed.same == (mixed.score >= 0.22) and mixed.calibrated
+    plain = calibrated.verify(unmasked, other)
+    assert (plain.setting, plain.threshold, plain.masked) == ("U-U", 0.11, (False, False))
+    assert plain.same == (plain.score >= 0.11)
+    both = calibrated.verify(masked, masked)
+    assert (both.setting, both.threshold, both.same) == ("M-M", 0.33, True)
+
+    # open-set identification without its own threshold: the probe's verdict picks M-U or U-U
+    assert identification_threshold(calibrated, True) == (0.22, False)
+    assert identification_threshold(calibrated, False) == (0.11, False)
+    with open_gallery(tmp_path / "people.db", calibrated) as gallery:
+        gallery.enroll("bob", calibrated.embed(unmasked), [False], ["bob.png"])
+        assert identify_photo(gallery, calibrated, masked).threshold == 0.22
+        assert identify_photo(gallery, calibrated, other).threshold == 0.11
+
+    # a network without a mask classifier cannot tell: M-U for every pair
+    network.decouple, network.generator = None, None
+    blind = calibrated.verify(unmasked, other)
+    assert (blind.setting, blind.threshold, blind.masked) == ("M-U", 0.22, (None, None))
+
+
 def test_every_input_kind_gives_the_same_embedding(model, faces, tmp_path):
     pixels = photo(*faces[0])
     path = write(tmp_path / "face.png", pixels)

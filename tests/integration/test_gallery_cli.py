@@ -110,3 +110,22 @@ def test_eval_calibrates_the_identification_threshold(capsys, checkpoint, tmp_pa
     threshold, calibrated = identification_threshold(model)
     assert calibrated and threshold == model.calibration.identification_threshold
     assert model.calibration.identification_far <= 0.05 and "target FAR 0.05" in model.calibration.identification_protocol
+
+
+@pytest.mark.slow  # a full synthetic evaluation: about 30 s on 2 cores
+def test_eval_calibrates_one_threshold_per_setting_and_reports_accuracy_at_them(capsys, checkpoint, tmp_path):  # noqa: F811
+    from meer.calibration import read_calibration
+    from meer.train.checkpoint import find_checkpoint
+
+    folder = shutil.copytree(find_checkpoint(checkpoint), tmp_path / "step")
+    code, out, _ = run(capsys, "eval", str(folder), "--synthetic", "--calibrate", "all", "--quiet",
+                       "-o", str(tmp_path / "eval"))
+    assert code == 0 and all(f"calibrated {s} threshold" in out for s in ("U-U", "M-U", "M-M"))
+    stored = read_calibration(folder)
+    assert stored.per_setting and stored.threshold == stored.thresholds["M-U"]
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())["at_stored_thresholds"]["synthetic"]
+    for setting in ("U-U", "M-U", "M-M"):
+        # calibrated on this very protocol: the stored threshold's accuracy is the pooled best
+        assert metrics[setting]["threshold"] == pytest.approx(stored.thresholds[setting])
+        assert metrics[setting]["accuracy"] == pytest.approx(stored.accuracies[setting])
+    assert "acc at stored %" in out

@@ -70,12 +70,24 @@ def test_mtcnn_on_a_blank_image_finds_nothing():
     assert create_detector("mtcnn").detect(np.full((120, 160, 3), 128, np.uint8)) == []
 
 
-@needs_mtcnn
+needs_yunet = pytest.mark.skipif("yunet" not in available_detectors(), reason="pip install 'meer[sface]'")
+
+
+@needs_yunet
+def test_yunet_runs_the_int8_file_and_finds_nothing_on_a_blank_image():
+    detector = create_detector("yunet")
+    assert detector.name == "yunet"
+    assert detector.detect(np.full((120, 160, 3), 128, np.uint8)) == []
+    with pytest.raises(ValueError, match="RGB"):
+        detector.detect(np.zeros((50, 50), np.uint8))
+
+
+@pytest.mark.parametrize("backend", [pytest.param("mtcnn", marks=needs_mtcnn), pytest.param("yunet", marks=needs_yunet)])
 @pytest.mark.data
-def test_mtcnn_finds_the_lfw_face(shared_data):
+def test_detectors_find_the_lfw_face_with_landmarks_in_meer_order(shared_data, backend):
     bgr = cv2.imread(str(shared_data / "lfw" / "Aaron_Eckhart" / "Aaron_Eckhart_0001.jpg"))
     image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    main = pick_main_face(create_detector("mtcnn").detect(image), image.shape)
+    main = pick_main_face(create_detector(backend).detect(image), image.shape)
     assert main is not None and main.score > 0.9
     left_eye, right_eye, nose, left_mouth, right_mouth = main.landmarks5
     assert left_eye[0] < right_eye[0] and left_mouth[0] < right_mouth[0]

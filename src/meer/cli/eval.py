@@ -4,6 +4,11 @@ Examples:
   meer eval runs/tiny --synthetic
   meer eval runs/lfw-meer --lfw-cache /data/lfw112 --pairs lfw/pairs.txt --folds 6-10 \\
             --masked-cache /data/rmfrd112 --masked-root rmfrd-dev -o runs/lfw-meer/eval
+  meer eval runs/lfw-meer --lfw-cache /data/lfw112 --pairs val_pairs.txt --calibrate all
+
+The report gives the k-fold accuracy of each setting and, when the checkpoint has a calibration,
+the accuracy at its stored thresholds (one per setting, or its single threshold for all), which
+is what ``meer verify`` decides with.
 """
 
 from __future__ import annotations
@@ -40,8 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--masked-root", help="that folder itself (to list probes and gallery)")
     parser.add_argument("--flip", action="store_true", help="flip test-time augmentation")
     parser.add_argument("--mask-seed", type=int, default=12345, help="seed of the rendered test masks")
-    parser.add_argument("--calibrate", metavar="SETTING", choices=["U-U", "M-U", "M-M"],
-                        help="store the best-accuracy threshold of this setting in the checkpoint "
+    parser.add_argument("--calibrate", metavar="SETTING", choices=["U-U", "M-U", "M-M", "all"],
+                        help="store the best-accuracy threshold of this setting in the checkpoint, or with "
+                             "'all' one per setting (U-U, M-U, M-M), chosen by each photo's mask verdict "
                              "(use validation data, never test data)")
     parser.add_argument("--calibrate-identification", metavar="FAR", type=float,
                         help="also store the open-set identification threshold for this false-accept rate "
@@ -56,9 +62,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from meer.calibration import Calibration, write_calibration
+    from meer.calibration import read_calibration
     from meer.cli import MeerError
-    from meer.eval.suite import VerificationSet, pooled_threshold, run_verification, write_report
+    from meer.eval.suite import (
+        VerificationSet,
+        run_verification,
+        stored_threshold_accuracy,
+        write_report,
+    )
     from meer.train.checkpoint import find_checkpoint
     from meer.train.trainer import load_model
 
@@ -100,16 +111,17 @@ def run(args: argparse.Namespace) -> int:
         result, counts = masked_identification(model, open_cache(args.masked_cache, cfg),
                                                masked_folder_protocol(args.masked_root), args.flip, progress=progress)
         identification = {"masked": {**result.to_dict(), "counts": counts}}
-    out = Path(args.out) if args.out else checkpoint / "eval"
-    extra = {"flip": args.flip, "mask_seed": args.mask_seed, "folds": args.folds}
-    write_report(out, cfg.train.out_dir, str(checkpoint), results, identification, extra)
     if args.calibrate:
         protocol = protocols[0] if protocols else None
         if protocol is None:
             raise MeerError("--calibrate needs a verification protocol")
-        threshold, accuracy = pooled_threshold(results[protocol.name], protocol, args.calibrate)
-        write_calibration(checkpoint, Calibration(threshold, f"{protocol.name} {args.calibrate}", accuracy, args.calibrate))
-        print(f"calibrated threshold {threshold:.4f} (accuracy {accuracy:.4f} on {protocol.name} {args.calibrate})")
+        calibrate(checkpoint, protocol, results[protocol.name], args.calibrate)
+    out = Path(args.out) if args.out else checkpoint / "eval"
+    extra = {"flip": args.flip, "mask_seed": args.mask_seed, "folds": args.folds}
+    calibration = read_calibration(checkpoint)
+    stored = ({p.name: stored_threshold_accuracy(results[p.name], p, calibration) for p in protocols}
+              if calibration is not None else None)
+    write_report(out, cfg.train.out_dir, str(checkpoint), results, identification, extra, stored)
     if args.calibrate_identification is not None:
         if not protocols:
             raise MeerError("--calibrate-identification needs a verification protocol (--synthetic or --lfw-cache)")
@@ -120,6 +132,24 @@ def run(args: argparse.Namespace) -> int:
         print((out / "summary.md").read_text())
         print(f"report: {out}")
     return 0
+
+
+def calibrate(checkpoint, protocol, result, setting: str) -> None:
+    """Store the best-accuracy threshold of ``setting`` on ``protocol``, or one per setting
+    with ``"all"``; the new calibration replaces the file."""
+    from meer.calibration import Calibration, write_calibration
+    from meer.eval.suite import pooled_threshold, pooled_thresholds
+
+    if setting == "all":
+        chosen = pooled_thresholds(result, protocol)
+        calibration = Calibration.from_settings(chosen, f"{protocol.name} per setting")
+        for name, (threshold, accuracy) in chosen.items():
+            print(f"calibrated {name} threshold {threshold:.4f} (accuracy {accuracy:.4f} on {protocol.name} {name})")
+    else:
+        threshold, accuracy = pooled_threshold(result, protocol, setting)
+        calibration = Calibration(threshold, f"{protocol.name} {setting}", accuracy, setting)
+        print(f"calibrated threshold {threshold:.4f} (accuracy {accuracy:.4f} on {protocol.name} {setting})")
+    write_calibration(checkpoint, calibration)
 
 
 def calibrate_open_set(checkpoint, protocol, result, target_far: float) -> None:

@@ -20,7 +20,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, aligned: bool = True, a
     )
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument(
-        "--detector", default="auto", help="face detector: auto, mtcnn or mediapipe (default: auto)"
+        "--detector", default="auto", help="face detector: auto, mtcnn, mediapipe or yunet (default: auto)"
     )
     if aligned:
         parser.add_argument(

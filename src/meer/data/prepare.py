@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from meer.data.align import align_face, frame_crop
 from meer.data.cache import CacheWriter, Row
-from meer.data.detect import BACKENDS, available_detectors, detect_faces, pick_main_face
+from meer.data.detect import BACKENDS, EXTRAS, available_detectors, detect_faces, pick_main_face
 from meer.data.faceset import TEMPLATES, arcface_template
 from meer.data.formats import IMAGE_EXTENSIONS, open_source
 
@@ -149,7 +149,7 @@ def _resolve_detector(name: str) -> str:
     if name not in BACKENDS:
         raise ValueError(f"unknown detector {name!r}; choose from auto, {', '.join(BACKENDS)}")
     if name not in installed:
-        raise ValueError(f"detector {name!r} is not installed: pip install 'meer[{'detect' if name == 'mtcnn' else name}]'")
+        raise ValueError(f"detector {name!r} is not installed: pip install 'meer[{EXTRAS.get(name, name)}]'")
     return name
 
 
@@ -171,7 +171,7 @@ def prepare_dataset(
     size:       side of the aligned crops (the template is scaled to it)
     template:   ``arcface`` (the 112 ArcFace 5-point template) or ``dlib`` (dlib's 150 face-chip
                 framing, for the dlib teacher and peer; see :mod:`meer.data.faceset`)
-    detector:   ``auto``, ``mtcnn`` or ``mediapipe`` (ignored for already aligned sources)
+    detector:   ``auto``, ``mtcnn``, ``mediapipe`` or ``yunet`` (ignored for already aligned sources)
     no_face:    ``skip`` or ``frame`` (see the module docstring)
     resume:     continue a run interrupted in ``output``; False starts over
     workers:    processes for decoding/detection; default: all CPU cores, 1 = in this process

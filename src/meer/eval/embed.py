@@ -46,6 +46,20 @@ def embed_images(
     return out
 
 
+@torch.no_grad()
+def mask_classes(model: MEER, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """The mask classifier's class ``int64 [N]`` (0 = no mask) of aligned uint8 faces
+    ``[N, S, S, 3]``; the model needs its decoupling module, whose mask head says it."""
+    if model.decouple is None:
+        raise ValueError("this model has no decoupling module, so it has no mask classifier")
+    model.eval()
+    device = next(model.parameters()).device
+    out = np.zeros(len(images), np.int64)
+    for start, x in batches(images, batch_size, device):
+        out[start : start + len(x)] = model(x).decoupled.mask_logits.argmax(1).cpu().numpy()
+    return out
+
+
 @dataclass
 class Restorations:
     restored: np.ndarray  # uint8 [N, S, S, 3], composited

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,7 +11,7 @@ from meer.data.faceset import FaceSet
 from meer.eval.embed import MaskedCopies, Restorations, embed_images, unmask_images
 from meer.eval.pairs import SETTINGS, Pairs, setting_embeddings
 from meer.eval.synthesis import SynthesisResult, evaluate_restorations
-from meer.eval.verification import VerificationResult, verify_pairs
+from meer.eval.verification import VerificationResult, best_threshold, cosine_scores, verify_pairs
 from meer.models.meer import MEER
 
 
@@ -36,6 +37,25 @@ def verify_settings(embeddings: Embeddings, pairs: Pairs, metric: str = "cosine"
         first, second = setting_embeddings(setting, pairs, embeddings.clean, embeddings.masked)
         results[setting] = verify_pairs(first, second, pairs.same, pairs.fold, metric=metric)
     return results
+
+
+def setting_scores(embeddings: Embeddings, pairs: Pairs, setting: str) -> np.ndarray:
+    """Cosine scores ``[P]`` of the pairs in one setting."""
+    return cosine_scores(*setting_embeddings(setting, pairs, embeddings.clean, embeddings.masked))
+
+
+def best_thresholds(embeddings: Embeddings, pairs: Pairs) -> dict[str, tuple[float, float]]:
+    """``{setting: (threshold, accuracy)}``: the accuracy-maximising threshold over all pairs of
+    each setting (what ``meer eval --calibrate all`` stores; use validation pairs)."""
+    return {s: best_threshold(setting_scores(embeddings, pairs, s), pairs.same) for s in SETTINGS}
+
+
+def accuracy_at_thresholds(embeddings: Embeddings, pairs: Pairs, thresholds: Mapping[str, float]) -> dict[str, float]:
+    """Accuracy over all pairs of each setting at a fixed threshold per setting, deciding
+    ``same iff score >= threshold`` as :meth:`meer.api.FaceModel.verify` does: what a user of
+    a checkpoint gets, unlike the k-fold accuracy, whose thresholds are chosen on the test folds."""
+    return {s: float(np.mean((setting_scores(embeddings, pairs, s) >= thresholds[s]) == pairs.same))
+            for s in SETTINGS if s in thresholds}
 
 
 def evaluate_synthesis(

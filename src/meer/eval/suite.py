@@ -6,18 +6,28 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from meer.data.faceset import FaceSet
 from meer.eval.embed import render_test_masks
-from meer.eval.evaluate import embed_both, evaluate_synthesis, verify_settings
+from meer.eval.evaluate import (
+    accuracy_at_thresholds,
+    best_thresholds,
+    embed_both,
+    evaluate_synthesis,
+    setting_scores,
+    verify_settings,
+)
 from meer.eval.pairs import SETTINGS, Pairs
 from meer.eval.report import image_grid, markdown_table, plot_roc, write_metrics_json
-from meer.eval.verification import best_threshold, cosine_scores
+from meer.eval.verification import best_threshold
 from meer.io import atomic_write_text
 from meer.models.meer import MEER
+
+if TYPE_CHECKING:
+    from meer.calibration import Calibration
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +64,21 @@ def run_verification(
 
 def pooled_threshold(result: dict[str, Any], protocol: VerificationSet, setting: str) -> tuple[float, float]:
     """The accuracy-maximising cosine threshold over all pairs of ``setting``: (threshold, accuracy)."""
-    from meer.eval.pairs import setting_embeddings
+    return best_threshold(setting_scores(result["embeddings"], protocol.pairs, setting), protocol.pairs.same)
 
-    emb = result["embeddings"]
-    first, second = setting_embeddings(setting, protocol.pairs, emb.clean, emb.masked)
-    return best_threshold(cosine_scores(first, second), protocol.pairs.same)
+
+def pooled_thresholds(result: dict[str, Any], protocol: VerificationSet) -> dict[str, tuple[float, float]]:
+    """:func:`pooled_threshold` of every setting: ``{setting: (threshold, accuracy)}``."""
+    return best_thresholds(result["embeddings"], protocol.pairs)
+
+
+def stored_threshold_accuracy(result: dict[str, Any], protocol: VerificationSet,
+                              calibration: Calibration) -> dict[str, dict[str, float]]:
+    """``{setting: {"threshold", "accuracy"}}`` on ``protocol`` at the thresholds a checkpoint
+    stores (one per setting, or its single threshold for all): the accuracy a user gets."""
+    thresholds = {s: calibration.threshold_for(s) for s in SETTINGS}
+    accuracy = accuracy_at_thresholds(result["embeddings"], protocol.pairs, thresholds)
+    return {s: {"threshold": thresholds[s], "accuracy": accuracy[s]} for s in SETTINGS}
 
 
 def verification_rows(name: str, result: dict[str, Any]) -> dict[str, Any]:
@@ -91,8 +111,12 @@ def verification_columns(first_header: str) -> list[tuple[str, str, str]]:
 
 
 def write_report(out: Path, name: str, checkpoint: str, results: dict[str, dict[str, Any]],
-                 identification: dict[str, Any] | None, extra: dict[str, Any]) -> Path:
-    """metrics.json + summary.md + roc_<protocol>.png + restorations_<protocol>.png in ``out``."""
+                 identification: dict[str, Any] | None, extra: dict[str, Any],
+                 stored: dict[str, dict[str, dict[str, float]]] | None = None) -> Path:
+    """metrics.json + summary.md + roc_<protocol>.png + restorations_<protocol>.png in ``out``.
+
+    ``stored``: ``{protocol: stored_threshold_accuracy(...)}``, the accuracy at the checkpoint's
+    calibrated thresholds, reported beside the k-fold accuracy."""
     out.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, Any] = {"checkpoint": checkpoint, **extra, "verification": {}, "synthesis": {}}
     rows = []
@@ -106,6 +130,17 @@ def write_report(out: Path, name: str, checkpoint: str, results: dict[str, dict[
     text = f"# meer eval: {name}\n\nCheckpoint: `{checkpoint}`\n\n"
     if rows:
         text += markdown_table(rows, verification_columns("Protocol")) + "\n\n"
+    if stored:
+        metrics["at_stored_thresholds"] = stored
+        stored_rows = [{"protocol": protocol, "setting": setting, "threshold": v["threshold"],
+                        "accuracy": v["accuracy"] * 100,
+                        "kfold": results[protocol]["verification"][setting].accuracy_mean * 100}
+                       for protocol, per_setting in stored.items() for setting, v in per_setting.items()]
+        text += "Accuracy at the checkpoint's stored thresholds (`calibration.json`) vs k-fold accuracy:\n\n"
+        text += markdown_table(stored_rows, [("protocol", "Protocol", "{}"), ("setting", "setting", "{}"),
+                                             ("threshold", "stored threshold", "{:.4f}"),
+                                             ("accuracy", "acc at stored %", "{:.2f}"),
+                                             ("kfold", "k-fold acc %", "{:.2f}")]) + "\n\n"
     if identification:
         metrics["identification"] = identification
         id_rows = [{"protocol": k, "r1": v["rank_accuracy"]["1"] * 100, "r5": v["rank_accuracy"]["5"] * 100,

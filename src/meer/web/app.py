@@ -275,6 +275,8 @@ class _Service:
                 "score": result.score,
                 "threshold": result.threshold,
                 "calibrated": result.calibrated,
+                "setting": result.setting,
+                "masked": list(result.masked),
                 "faces": [self.describe(face, uploads[field], field, images) for face, field in zip(faces, uploads)],
             }
 
@@ -324,10 +326,10 @@ class _Service:
         top_k = form.get("top_k", "5")
         if not (isinstance(top_k, str) and top_k.strip().isdigit() and 1 <= int(top_k) <= 100):
             raise ApiError(400, "bad_request", "top_k must be a whole number from 1 to 100", "top_k")
-        threshold, calibrated = identification_threshold(self.model)
 
         def work():
             face = self.face(upload, "image", aligned)
+            threshold, calibrated = identification_threshold(self.model, self.model.mask_verdicts(face)[0])
             answer = gallery.identify(self.model.embed(face)[0], threshold, int(top_k), calibrated)
             return {**answer.to_dict(), "face": {"filename": upload.filename, **face.to_dict()}}
 

