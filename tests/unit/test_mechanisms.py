@@ -144,3 +144,18 @@ def test_cosine_schedule_with_warmup():
     assert factor(4) > factor(5) > factor(6)
     constant = lr_lambda(_stage(12), warmup=0, schedule="constant")
     assert [constant(s) for s in (0, 6, 11)] == [1.0, 1.0, 1.0]
+
+
+def test_a_closed_decoupling_module_leaves_the_features_almost_whole():
+    from meer.models.decouple import MaskDecoupling
+
+    module = MaskDecoupling(channels=16, prev_channels=8)
+    module.start_closed()
+    assert torch.count_nonzero(module.spatial_attention.weight) == 0
+    assert torch.all(module.spatial_attention.bias == -4.0)
+    x, prev = torch.randn(2, 16, 3, 3), torch.randn(2, 8, 6, 6)
+    out = module(x, prev)
+    assert out.attention.max() <= torch.sigmoid(torch.tensor(-4.0)) + 1e-6
+    torch.testing.assert_close(out.identity, x, atol=0.02 * x.abs().max().item(), rtol=0)
+    module.start_closed(bias=-1.0)
+    assert torch.all(module.spatial_attention.bias == -1.0)
