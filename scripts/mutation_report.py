@@ -50,13 +50,13 @@ def main(patterns: list[str]) -> int:
             module = name.split(".x", 1)[0] if ".x" in name else name.rsplit(".", 1)[0]
             kind = "equivalent" if name in equivalent else status(code)
             counts[module][kind] += 1
-            if kind not in ("killed", "equivalent"):
+            if kind not in ("killed", "equivalent", "not checked"):
                 open_mutants.append((name, kind))
     if not counts:
         print("no mutmut results: run `make mutants` first", file=sys.stderr)
         return 1
-    print("| module | mutants | killed | timeout | equivalent | survived | other | kill rate (non-equivalent) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| module | mutants | checked | killed | timeout | equivalent | survived | other | kill rate |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     total = Counter()
     for module, c in sorted(counts.items()):
         total.update(c)
@@ -70,11 +70,14 @@ def main(patterns: list[str]) -> int:
 
 
 def row(module: str, c: Counter) -> str:
-    caught = c["killed"] + c["timeout"]  # a mutant that hangs the tests is caught by the timeout
-    considered = sum(c.values()) - c["equivalent"]
+    """Kill rate = (killed + timeout) / (checked - equivalent): a mutant that hangs the tests is
+    caught by the timeout; "other" is no tests / suspicious / skipped, counted as not killed."""
+    caught = c["killed"] + c["timeout"]
+    checked = sum(c.values()) - c["not checked"]
+    considered = checked - c["equivalent"]
     other = considered - caught - c["survived"]
     rate = f"{100 * caught / considered:.1f}%" if considered else "-"
-    return (f"| {module} | {sum(c.values())} | {c['killed']} | {c['timeout']} | {c['equivalent']} | "
+    return (f"| {module} | {sum(c.values())} | {checked} | {c['killed']} | {c['timeout']} | {c['equivalent']} | "
             f"{c['survived']} | {other} | {rate} |")
 
 

@@ -106,6 +106,9 @@ def test_single_process_sharded_head_equals_the_plain_head():
     embeddings, labels = torch.randn(6, 4), torch.tensor([0, 6, 3, 3, 1, 2])
     torch.testing.assert_close(sharded(embeddings, labels), plain(embeddings, labels))
     assert torch.equal(sharded.full_weight(), plain.full_weight())
+    centres = torch.randn(7, 4)
+    sharded.load_full_weight(centres)
+    assert torch.equal(sharded.full_weight(), centres)
     assert shard_bounds(10, 0, 3) == (0, 4) and shard_bounds(10, 2, 3) == (8, 10) and shard_bounds(2, 2, 3) == (2, 2)
 
 
