@@ -162,3 +162,14 @@ def test_a_closed_decoupling_module_leaves_the_features_almost_whole():
     torch.testing.assert_close(out.identity, x, atol=0.02 * x.abs().max().item(), rtol=0)
     module.start_closed(bias=-1.0)
     assert torch.all(module.spatial_attention.bias == -1.0)
+
+
+def test_distillation_distance_is_cosine_distance_to_a_detached_target():
+    from meer.train.objectives import cosine_distance
+
+    student = torch.tensor([[2.0, 0.0], [1.0, 1.0]], requires_grad=True)
+    teacher = torch.tensor([[0.0, 1.0], [3.0, 3.0]], requires_grad=True)
+    distance = cosine_distance(student, teacher)
+    assert distance.item() == pytest.approx((1.0 + 0.0) / 2)
+    distance.backward()
+    assert teacher.grad is None and student.grad.abs().sum() > 0

@@ -1,4 +1,4 @@
-"""Every field of a verification result's JSON form, by name and value."""
+"""Verification results: every field of the JSON form by name and value, and small contracts."""
 
 import numpy as np
 import pytest
@@ -30,3 +30,14 @@ def test_to_dict_names_every_field_with_its_value():
     curves = result.to_dict(curves=True)["roc"]
     assert curves == {"fpr": list(result.fpr), "tpr": list(result.tpr), "thresholds": list(result.thresholds)}
     assert 0 < result.accuracy_std and 0.5 < result.auc <= 1
+
+
+def test_l2_normalise_works_in_float64_and_names_a_bad_shape():
+    from meer.eval.verification import l2_normalise
+
+    rows = np.array([[3.0, 4.0], [0.0, 0.0], [1e-3, 0.0]], np.float32)
+    unit = l2_normalise(rows)
+    assert unit.dtype == np.float64
+    np.testing.assert_array_equal(unit, [[0.6, 0.8], [0.0, 0.0], [1.0, 0.0]])
+    with pytest.raises(ValueError, match=r"embeddings must be \[N, D\], got shape \(3,\)"):
+        l2_normalise(np.ones(3))
