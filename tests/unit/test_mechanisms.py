@@ -173,3 +173,37 @@ def test_distillation_distance_is_cosine_distance_to_a_detached_target():
     assert distance.item() == pytest.approx((1.0 + 0.0) / 2)
     distance.backward()
     assert teacher.grad is None and student.grad.abs().sum() > 0
+
+
+def test_the_generator_reads_nothing_under_a_full_occlusion():
+    from meer.models.generator import UnmaskGenerator
+
+    generator = UnmaskGenerator(16, (4, 8, 12), width=4).eval()
+    identity = torch.randn(1, 16, 2, 2)
+    skips = [torch.randn(1, 4, 16, 16), torch.randn(1, 8, 8, 8), torch.randn(1, 12, 4, 4)]
+    covered = torch.ones(1, 1, 32, 32)
+    with torch.no_grad():
+        a = generator(identity, skips, torch.rand(1, 3, 32, 32), covered)
+        b = generator(identity, [s * 5 for s in skips], torch.rand(1, 3, 32, 32), covered)
+        c = generator(identity, skips, torch.rand(1, 3, 32, 32), torch.zeros(1, 1, 32, 32))
+    torch.testing.assert_close(a, b)  # skips and pixels gated off entirely
+    assert not torch.allclose(a, c)
+
+
+def test_unmask_returns_its_occlusion_and_a_float_region():
+    from meer.models.meer import MEER
+
+    model = MEER("iresnet18", width=0.125, input_size=32, embedding_dim=16, generator_width=8).eval()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        encoded = model(x)
+        out = model.unmask(x, encoded)
+        expected = model.occlusion_probability(encoded, 32)
+    torch.testing.assert_close(out.occlusion, expected)
+    assert out.region.dtype == x.dtype and torch.equal(out.region, (expected > model.occlusion_threshold).float())
+    model.occlusion_threshold = float(expected.max())  # repainted only strictly above the threshold
+    with torch.no_grad():
+        assert model.unmask(x, encoded).region.sum() == 0
+    without = MEER("iresnet18", width=0.125, input_size=32, embedding_dim=16, generator=False)
+    with pytest.raises(ValueError, match="^this model was built without a generator$"):
+        without.unmask(x)
