@@ -27,15 +27,6 @@ def grad_reverse(x: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
     return _GradientReversal.apply(x, strength)
 
 
-class GradientReversal(nn.Module):
-    def __init__(self, strength: float = 1.0) -> None:
-        super().__init__()
-        self.strength = strength
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return grad_reverse(x, self.strength)
-
-
 def conv_bn_act(cin: int, cout: int, kernel: int = 3, stride: int = 1, act: nn.Module | None = None) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False),
