@@ -97,10 +97,18 @@ def _unit_names() -> list[str]:
     return ["conv_1"] + [name for i in range(2, 15) for name in (f"conv_{i}_dw", f"conv_{i}")]
 
 
+def _unit_groups() -> list[tuple[str, int, int]]:
+    """Which convolution units (indices into :func:`_unit_names`) form the stem and each stage,
+    with the module name of the group: ``("stem", 0, 3)``, ``("stages.0", 3, 7)``, ...
+    Unit ``i >= 2`` is units ``2i - 3`` (depthwise) and ``2i - 2`` (pointwise)."""
+    ends = [2 * i - 1 for i in STAGE_ENDS]
+    return [("stem", 0, 3)] + [(f"stages.{k}", a, b) for k, (a, b) in enumerate(zip([3, *ends[:-1]], ends))]
+
+
 def read_sface_weights(path: str | os.PathLike | None = None) -> dict[str, torch.Tensor]:
     """SFace's parameters as float32 tensors named like :class:`SFace`'s state dict."""
     tensors = read_sface_graph(path or find_sface_model())
-    units = [name for name, module in SFace().named_modules() if isinstance(module, ConvUnit)]
+    units = [f"{group}.{j}" for group, a, b in _unit_groups() for j in range(b - a)]
     weights: dict[str, np.ndarray] = {}
     for onnx_name, module in zip(_unit_names(), units, strict=True):
         weights[f"{module}.conv.weight"] = tensors[f"{onnx_name}_conv2d_weight_reshaped"]
@@ -150,10 +158,9 @@ class SFace(nn.Module):
         for cout, stride in UNITS:
             units += [ConvUnit(cin, cin, 3, stride, groups=cin), ConvUnit(cin, cout, 1)]
             cin = cout
-        # units[0] is conv_1; unit i >= 2 is units[2i - 3] (depthwise) and units[2i - 2] (pointwise)
-        ends = [2 * i - 1 for i in STAGE_ENDS]
-        self.stem = nn.Sequential(*units[: 2 * 2 - 1])  # conv_1, conv_2_dw, conv_2 (full resolution)
-        self.stages = nn.ModuleList(nn.Sequential(*units[a:b]) for a, b in zip([3, *ends[:-1]], ends))
+        (_, a, b), *stages = _unit_groups()
+        self.stem = nn.Sequential(*units[a:b])  # conv_1, conv_2_dw, conv_2 (full resolution)
+        self.stages = nn.ModuleList(nn.Sequential(*units[a:b]) for _, a, b in stages)
         self.channels = (128, 256, 512, 1024)
         self.strides = (2, 4, 8, 16)
         self.head = EmbeddingHead(cin, input_size // 16, embedding_dim, dropout, eps=2e-5)
