@@ -110,10 +110,11 @@ def lfw_split(cache: FaceCache, pairs_file: Path, size: int, val_identities: int
     return train, val, test, counts
 
 
-def train_system(config: str, out: Path, train: FaceSet, step_scale: float) -> tuple[Path, float]:
+def train_system(config: str, out: Path, train: FaceSet, step_scale: float,
+                 overrides: tuple[str, ...] = ()) -> tuple[Path, float]:
     """Train (or finish training) one system; returns its checkpoint and its training seconds,
     summed over the invocations that trained it (kept in ``train_seconds.json``)."""
-    cfg = load_config(config, [f"train.out_dir={out}"])
+    cfg = load_config(config, [f"train.out_dir={out}", *overrides])
     for stage in cfg.stages:
         stage.steps = max(1, round(stage.steps * step_scale))
     teacher_cache = out.parent / "teacher_embeddings.safetensors"

@@ -12,6 +12,14 @@ with) and beside the k-fold accuracy (thresholds chosen on the test folds themse
 figure, which no user gets). The setting of each test pair is the known one: raw SFace has no
 mask classifier; MEER models read it from theirs. Embeddings are kept in ``--out`` for reruns,
 and the test folds are embedded one by one (``--folds``), a table printed after each.
+
+``--model`` measures a trained model or release folder instead (e.g. ``src/meer/default_model``)
+and ``--write-calibration`` stores the per-setting thresholds chosen on validation in its
+``calibration.json`` (keeping its open-set identification fields), which is how the shipped
+model was calibrated:
+
+    python bench/setting_thresholds.py --lfw-cache data/lfw112 --model src/meer/default_model \
+        --out runs/setting-thresholds-default --write-calibration
 """
 
 from __future__ import annotations
@@ -95,6 +103,25 @@ def table(val: Embeddings, val_pairs: Pairs, test: Embeddings, test_pairs: Pairs
     ])
 
 
+def write_setting_calibration(model_path: Path, val: Embeddings, val_pairs: Pairs) -> None:
+    """Per-setting thresholds of the validation pairs into the model's calibration.json."""
+    import dataclasses
+
+    from meer.calibration import read_calibration, write_calibration
+    from meer.train.checkpoint import find_checkpoint
+
+    folder = find_checkpoint(model_path)
+    chosen = best_thresholds(val, val_pairs)
+    calibration = Calibration.from_settings(chosen, "lfw-bench validation identities, per setting")
+    previous = read_calibration(folder)
+    if previous is not None:  # keep the open-set identification threshold, chosen separately
+        calibration = dataclasses.replace(
+            calibration, identification_threshold=previous.identification_threshold,
+            identification_far=previous.identification_far, identification_protocol=previous.identification_protocol)
+    write_calibration(folder, calibration)
+    print(f"wrote {folder / 'calibration.json'}: " + ", ".join(f"{s} {chosen[s][0]:.4f}" for s in SETTINGS), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lfw-cache", required=True, help="meer prepare output of ../shared/data/lfw (112 px, ArcFace)")
@@ -103,6 +130,9 @@ def main() -> None:
     parser.add_argument("--val-identities", type=int, default=120)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/setting-thresholds", help="folder for the embeddings")
+    parser.add_argument("--model", help="a checkpoint, run or release folder (default: raw SFace)")
+    parser.add_argument("--write-calibration", action="store_true",
+                        help="store the per-setting validation thresholds in --model's calibration.json")
     args = parser.parse_args()
 
     import torch
@@ -118,9 +148,19 @@ def main() -> None:
     cache = FaceCache.open(args.lfw_cache)
     _, val, test, counts = lfw_split(cache, Path(args.pairs), 112, args.val_identities, args.seed)
     print(f"split: {counts}", flush=True)
-    model = MEER("sface", input_size=112, embedding_dim=128, decouple=False, generator=False, pretrained="sface").eval()
+    if args.model:
+        from meer.train.trainer import load_model
+
+        model, _, _ = load_model(args.model)
+    else:
+        model = MEER("sface", input_size=112, embedding_dim=128, decouple=False, generator=False,
+                     pretrained="sface").eval()
     out = Path(args.out)
     val_emb = val_embeddings(model, val, out / "val.npz")
+    if args.write_calibration:
+        if not args.model:
+            parser.error("--write-calibration needs --model")
+        write_setting_calibration(Path(args.model), val_emb, val.pairs)
     masked = render_test_masks(test.faces, MASK_SEED, MASK_TYPES)
     done: list[int] = []
     for fold in folds:

@@ -582,9 +582,9 @@ class FaceModel:
 
 def mask_type_name(index: int) -> str:
     """The name of a mask class predicted by the network (0 = no mask)."""
-    from meer.data.masks import MASK_TYPES
+    from meer.data.masks import MASK_CLASSES
 
-    return MASK_TYPES[index] if 0 <= index < len(MASK_TYPES) else f"type {index}"
+    return MASK_CLASSES[index] if 0 <= index < len(MASK_CLASSES) else f"type {index}"
 
 
 def default_model() -> Path:

@@ -114,8 +114,23 @@ class LossConfig:
 
 
 @dataclass
+class SourceConfig:
+    """One of several training sources mixed in every batch (``data.sources``)."""
+
+    path: str  # "synthetic" or a cache written by `meer prepare`
+    weight: float = 1.0  # share of the samples drawn from this source (weights are normalised)
+
+    def __post_init__(self) -> None:
+        if not self.weight > 0:
+            raise ValueError(f"data.sources: the weight of {self.path!r} must be positive, got {self.weight}")
+
+
+@dataclass
 class DataConfig:
     source: str = "synthetic"  # "synthetic" or the path of a cache written by `meer prepare`
+    # several sources instead of `source`, each a {path, weight}: every batch draws from them by
+    # weight (e.g. LFW with synthetic masks plus a cache of real masked photos, see meer prepare)
+    sources: list[SourceConfig] = field(default_factory=list)
     synthetic_identities: int = 200
     synthetic_images_per_identity: int = 16
     synthetic_seed: int = 0
@@ -202,6 +217,9 @@ class TeacherConfig:
     distill: float = 1.0  # cosine distance, projected student(masked) -> teacher(clean)
     distill_clean: float = 1.0  # the same for the student's clean face
     judge: bool = True  # teacher scores restored faces in the id-preserving loss
+    # Photos of real masks (no clean twin): cosine distance, projected student(masked) -> the
+    # teacher's mean embedding of the same person's unmasked photos (see meer.train.objectives)
+    pull: float = 0.0
     batch_size: int = 64  # for caching the teacher's embeddings
 
     def __post_init__(self) -> None:
@@ -248,6 +266,8 @@ class Config:
     def __post_init__(self) -> None:
         if not self.stages:
             raise ValueError("stages: at least one stage is needed")
+        if self.teacher.pull > 0 and not self.teacher.kind:
+            raise ValueError("teacher.pull needs a teacher (teacher.kind): its targets are the teacher's embeddings")
         if self.teacher.kind:
             _, size, _ = PRETRAINED_SHAPES[self.teacher.kind]
             if self.model.input_size != size:

@@ -27,6 +27,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="photos with no detected face: skip them (default), or, for tight face crops, take the "
         "frame as the face box and keep the crop, flagged",
     )
+    parser.add_argument(
+        "--masked", default="masked_*", metavar="PATTERN",
+        help="file names of photos showing a real mask, recorded per row for training (default: masked_*, "
+        "case-insensitive; '' for none)",
+    )
+    parser.add_argument("--masked-list", metavar="FILE", help="a text file of the masked photos' keys "
+                        "(<identity>/<file>, one per line), instead of --masked")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all CPU cores)")
     parser.add_argument("--no-resume", action="store_true", help="start over, deleting a previous run's files")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -38,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
 
     report = prepare_dataset(
         args.source, args.output, size=args.size, template=args.template, detector=args.detector, no_face=args.no_face,
-        resume=not args.no_resume, progress=not args.quiet, workers=args.workers,
+        resume=not args.no_resume, progress=not args.quiet, workers=args.workers, masked=args.masked,
+        masked_list=args.masked_list,
     )
     print(report.summary())
     reasons: dict[str, int] = {}

@@ -8,6 +8,8 @@ Layout of a finished cache folder::
                     written before meer 0.2 lack it)
     labels.npy      int64 [N] identity index
     fallback.npy    bool [N] True where no face was found and the frame fallback was used
+    masked.npy      bool [N] True for photos of a face wearing a real mask (meer prepare's
+                    naming rule or list; caches written before meer 0.3 lack it: all False)
     names.json      identity names, ``names[label]``
     paths.json      [N] source-relative path of each row (``Name/Name_0001.jpg``)
     issame.npy      bool [P], only for a verification ``.bin`` source
@@ -42,7 +44,8 @@ MANIFEST = "manifest.json"
 PROGRESS = "progress.json"
 IMAGES = "images.u8"
 _LOGS = ("images.u8", "landmarks.f32", "matrices.f64", "rows.jsonl", "failures.jsonl")
-_FINAL = ("landmarks.npy", "matrices.npy", "labels.npy", "fallback.npy", "names.json", "paths.json", "issame.npy")
+_FINAL = ("landmarks.npy", "matrices.npy", "labels.npy", "fallback.npy", "masked.npy", "names.json", "paths.json",
+          "issame.npy")
 _ALL_FILES = frozenset((*_LOGS, *_FINAL, MANIFEST, PROGRESS))
 
 
@@ -73,6 +76,7 @@ class Row:
     landmarks: np.ndarray
     fallback: bool
     matrix: np.ndarray
+    masked: bool = False
 
 
 class CacheWriter:
@@ -141,7 +145,8 @@ class CacheWriter:
             "landmarks.f32": b"".join(np.asarray(r.landmarks, "<f4").tobytes() for r in rows),
             "matrices.f64": b"".join(np.asarray(r.matrix, "<f8").tobytes() for r in rows),
             "rows.jsonl": "".join(
-                json.dumps({"key": r.key, "identity": r.identity, "fallback": r.fallback}) + "\n" for r in rows
+                json.dumps({"key": r.key, "identity": r.identity, "fallback": r.fallback, "masked": r.masked}) + "\n"
+                for r in rows
             ).encode(),
             "failures.jsonl": "".join(json.dumps(f) + "\n" for f in failures).encode(),
         }
@@ -172,6 +177,7 @@ class CacheWriter:
         _save_npy(self.path / "matrices.npy", matrices.astype(np.float64))
         _save_npy(self.path / "labels.npy", np.array([label_of[r["identity"]] for r in rows], np.int64))
         _save_npy(self.path / "fallback.npy", np.array([r["fallback"] for r in rows], bool))
+        _save_npy(self.path / "masked.npy", np.array([r.get("masked", False) for r in rows], bool))
         if issame is not None:
             _save_npy(self.path / "issame.npy", np.asarray(issame, bool))
         atomic_write_json(self.path / "names.json", names)
@@ -190,6 +196,7 @@ class CacheWriter:
                 "aligned": n,
                 "detected": n - fallback,
                 "fallback": fallback,
+                "masked": sum(r.get("masked", False) for r in rows),
                 "failed": len(failures),
                 "identities": len(names),
             },
@@ -213,6 +220,7 @@ class FaceCache:
     faces:    FaceSet whose images are a read-only memmap uint8 [N, S, S, 3]
     paths:    [N] source-relative path of each row
     fallback: bool [N], rows aligned by the frame fallback (no face found)
+    masked:   bool [N], rows that are photos of real masks (also ``faces.masked``)
     issame:   bool [P] for a verification ``.bin`` source, else None
     matrices: float64 [N, 2, 3] source image -> crop, or None (caches from before meer 0.2)
     manifest: the parsed ``manifest.json``
@@ -225,6 +233,7 @@ class FaceCache:
         self.faces = faces
         self.paths = paths
         self.fallback = fallback
+        self.masked = faces.real_masked
         self.issame = issame
         self.matrices = matrices
         self.index = {key: row for row, key in enumerate(paths)}
@@ -243,11 +252,13 @@ class FaceCache:
         shape = tuple(manifest["shape"])
         # np.memmap refuses zero-length files, and an empty cache is legitimate (all failed)
         images = np.memmap(path / IMAGES, np.uint8, "r", shape=shape) if shape[0] else np.zeros(shape, np.uint8)
+        masked_file = path / "masked.npy"
         faces = FaceSet(
             images=images,
             landmarks=np.load(path / "landmarks.npy"),
             labels=np.load(path / "labels.npy"),
             names=json.loads((path / "names.json").read_text()),
+            masked=np.load(masked_file) if masked_file.exists() else np.zeros(shape[0], bool),
         )
         issame = np.load(path / "issame.npy") if (path / "issame.npy").exists() else None
         paths = json.loads((path / "paths.json").read_text())

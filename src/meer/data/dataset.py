@@ -2,8 +2,14 @@
 
 Each sample is a dict of tensors:
 ``masked`` / ``clean`` [3, S, S] in [-1, 1], ``occlusion`` [1, S, S] (1 = covered),
-``mask_type`` [] (0 = no mask), ``label`` [], ``index`` [] (the row in the face set) and
-``flipped`` [] (1 when the sample is mirrored).
+``mask_type`` [] (0 = no mask), ``label`` [], ``index`` [] (the row in the face set),
+``flipped`` [] (1 when the sample is mirrored) and ``twin`` [] (1.0 when ``clean`` is the
+same face without the mask).
+
+A photo of a real mask (a row the face set flags ``masked``) gets no synthetic mask: it is
+its own ``masked`` face, of mask class ``real``, with no clean twin (``twin`` 0, ``clean`` the
+photo itself, ``occlusion`` all zeros: unknown). The losses that compare with the clean twin
+or the occlusion map leave such samples out (:mod:`meer.train.objectives`).
 
 Randomness is a pure function of ``(seed, epoch, index)``, so a resumed run, a DDP rank or a
 DataLoader worker all draw exactly the same masks for the same sample.
@@ -18,7 +24,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from meer.data.faceset import FaceSet
-from meer.data.masks import MASK_TYPES, MaskRenderer
+from meer.data.masks import MASK_TYPES, REAL_MASK, MaskRenderer
 
 # Mirroring a face swaps its left and right landmarks.
 FLIP_ORDER = [1, 0, 2, 4, 3]
@@ -59,6 +65,7 @@ class MaskedFaces(Dataset):
         self.mask_prob = mask_prob
         self.flip = hflip
         self.seed = seed
+        self.real = faces.real_masked
 
     def __len__(self) -> int:
         return len(self.faces)
@@ -71,8 +78,10 @@ class MaskedFaces(Dataset):
         flipped = bool(self.flip and rng.random() < 0.5)
         if flipped:
             image, landmarks = hflip(image, landmarks)
-        masked, occlusion, mask_type = image, np.zeros(image.shape[:2], np.uint8), 0
-        if rng.random() < self.mask_prob:
+        masked, occlusion, mask_type, twin = image, np.zeros(image.shape[:2], np.uint8), 0, 1.0
+        if self.real[index]:
+            mask_type, twin = REAL_MASK, 0.0
+        elif rng.random() < self.mask_prob:
             render = self.renderer(image, landmarks, rng)
             masked, occlusion, mask_type = render.masked, render.occlusion, render.mask_type
         return {
@@ -83,6 +92,7 @@ class MaskedFaces(Dataset):
             "label": torch.tensor(int(self.faces.labels[index]), dtype=torch.long),
             "index": torch.tensor(index, dtype=torch.long),
             "flipped": torch.tensor(int(flipped), dtype=torch.long),
+            "twin": torch.tensor(twin),
         }
 
 
@@ -99,20 +109,34 @@ class StepSampler(Sampler[list[int]]):
     Each epoch is a fresh permutation drawn from ``(seed, epoch)``; each rank takes its own
     slice of the global batch. Starting at ``start_step`` resumes the exact stream, which is
     what makes a killed run continue as if it had never stopped.
+
+    With ``probabilities`` (float [n], from mixed sources' weights) each step's global batch is
+    drawn instead from ``(seed, step)``, without repeats inside the batch, by those
+    probabilities; its keys are ``step * n + index`` (a fresh mask draw for every step).
     """
 
     def __init__(
-        self, size: int, batch_size: int, seed: int = 0, start_step: int = 0, rank: int = 0, world_size: int = 1
+        self, size: int, batch_size: int, seed: int = 0, start_step: int = 0, rank: int = 0, world_size: int = 1,
+        probabilities: np.ndarray | None = None,
     ) -> None:
         if size < batch_size * world_size:
             raise ValueError(f"dataset of {size} samples is smaller than one global batch ({batch_size * world_size})")
+        if probabilities is not None and np.count_nonzero(probabilities) < batch_size * world_size:
+            raise ValueError("fewer rows can be drawn than one global batch holds")
         self.size, self.batch_size, self.seed = size, batch_size, seed
         self.start_step, self.rank, self.world_size = start_step, rank, world_size
         self.steps_per_epoch = size // (batch_size * world_size)
+        self.probabilities = probabilities
 
     def __iter__(self) -> Iterator[list[int]]:
         step = self.start_step
         global_batch = self.batch_size * self.world_size
+        start = self.rank * self.batch_size
+        while self.probabilities is not None:
+            rng = np.random.default_rng([self.seed, step])
+            drawn = rng.choice(self.size, global_batch, replace=False, p=self.probabilities)
+            yield [step * self.size + int(i) for i in drawn[start : start + self.batch_size]]
+            step += 1
         while True:
             epoch, within = divmod(step, self.steps_per_epoch)
             order = np.random.default_rng([self.seed, epoch]).permutation(self.size)

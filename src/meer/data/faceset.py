@@ -65,12 +65,17 @@ class FaceSet:
     landmarks: float32 [N, 5, 2] pixel coordinates in the aligned image
     labels:    int64 [N] identity index in ``range(num_identities)``
     names:     optional identity names, ``names[label]``
+    masked:    optional bool [N]: True for a photo of a face wearing a real mask (it has no
+               clean twin, see :mod:`meer.data.dataset`); None means every face is unmasked
+    source:    optional int64 [N]: which of several mixed training sources a row comes from
     """
 
     images: np.ndarray
     landmarks: np.ndarray
     labels: np.ndarray
     names: list[str] | None = None
+    masked: np.ndarray | None = None
+    source: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -80,6 +85,10 @@ class FaceSet:
             raise ValueError(f"landmarks must be [N, 5, 2] with N={n}, got {self.landmarks.shape}")
         if self.labels.shape != (n,):
             raise ValueError(f"labels must be [N] with N={n}, got {self.labels.shape}")
+        for name in ("masked", "source"):
+            value = getattr(self, name)
+            if value is not None and np.shape(value) != (n,):
+                raise ValueError(f"{name} must be [N] with N={n}, got {np.shape(value)}")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -100,8 +109,44 @@ class FaceSet:
 
         images = np.stack([cv2.resize(np.asarray(im), (size, size), interpolation=cv2.INTER_AREA) for im in self.images])
         scale = size / self.size
-        return FaceSet(images, (self.landmarks * scale).astype(np.float32), self.labels, self.names)
+        return FaceSet(images, (self.landmarks * scale).astype(np.float32), self.labels, self.names, self.masked,
+                       self.source)
 
     def subset(self, index: np.ndarray) -> FaceSet:
         """Rows ``index``; labels are kept as they are (not renumbered)."""
-        return FaceSet(self.images[index], self.landmarks[index], self.labels[index], self.names)
+        masked = None if self.masked is None else self.masked[index]
+        source = None if self.source is None else self.source[index]
+        return FaceSet(self.images[index], self.landmarks[index], self.labels[index], self.names, masked, source)
+
+    @property
+    def real_masked(self) -> np.ndarray:
+        """bool [N]: the rows that are photos of real masks (all False when ``masked`` is None)."""
+        return np.zeros(len(self), bool) if self.masked is None else np.asarray(self.masked, bool)
+
+
+def mix(sets: list[FaceSet]) -> FaceSet:
+    """Several face sets as one: identities kept apart (labels offset, each name prefixed with
+    its set's position, ``"1:Name"``), ``source`` = the position of each row's set.
+
+    All sets must have the same image size. Images are copied into memory.
+    """
+    if not sets:
+        raise ValueError("mix needs at least one face set")
+    sizes = {s.size for s in sets}
+    if len(sizes) > 1:
+        raise ValueError(f"face sets of different sizes cannot be mixed: {sorted(sizes)}")
+    labels, names, offset = [], [], 0
+    for i, faces in enumerate(sets):
+        labels.append(faces.labels + offset)
+        count = faces.num_identities
+        own = faces.names if faces.names is not None else [str(k) for k in range(count)]
+        names += [f"{i}:{name}" for name in own[:count]]
+        offset += count
+    return FaceSet(
+        images=np.concatenate([np.asarray(s.images) for s in sets]),
+        landmarks=np.concatenate([s.landmarks for s in sets]).astype(np.float32),
+        labels=np.concatenate(labels).astype(np.int64),
+        names=names,
+        masked=np.concatenate([s.real_masked for s in sets]),
+        source=np.concatenate([np.full(len(s), i, np.int64) for i, s in enumerate(sets)]),
+    )

@@ -29,6 +29,10 @@ import cv2
 import numpy as np
 
 MASK_TYPES = ("none", "surgical", "n95", "cloth")
+# The mask classifier's classes: the kinds drawn here, plus real masks photographed on people
+# (rows of a cache flagged ``masked``, see meer.data.prepare), which have no clean twin.
+MASK_CLASSES = (*MASK_TYPES, "real")
+REAL_MASK = MASK_CLASSES.index("real")
 
 # Average aligned-face proportions, in face-frame units (ArcFace template and typical faces).
 FACE_HALF_WIDTH = 1.38  # half the cheek-to-cheek width at the nose, in inter-ocular distances

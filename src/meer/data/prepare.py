@@ -14,10 +14,19 @@ Policies:
   takes the frame as the face box (:func:`meer.data.align.frame_crop`) and keeps the crop,
   flagged in ``fallback.npy`` and counted in the manifest;
 * unreadable files (corrupt image, a ``.txt`` among the photos): failures with reasons.
+
+Real masks: each row records whether the photo shows a face wearing a real mask
+(``masked.npy`` in the cache), so that training can treat it as a masked face with no clean
+twin. The naming rule: a photo whose *file name* matches ``masked_*`` (case-insensitive, the
+RMFRD layout ``<person>/masked_01.jpg`` next to ``<person>/unmasked_01.jpg``) is masked. Override
+it with another pattern (``masked="*_mask.*"``, ``""`` for none) or with a list of the masked
+photos' source-relative keys (``masked_list``, one per line), which replaces the rule.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import hashlib
 import logging
 import multiprocessing
 import os
@@ -41,6 +50,27 @@ from meer.data.formats import IMAGE_EXTENSIONS, open_source
 log = logging.getLogger(__name__)
 
 NO_FACE_POLICIES = ("skip", "frame")
+MASKED_PATTERN = "masked_*"
+
+
+def masked_flags(keys: list[str], pattern: str = MASKED_PATTERN, listed: str | os.PathLike | None = None
+                 ) -> tuple[np.ndarray, str]:
+    """bool [N]: which source keys are photos of real masks, and the rule as recorded in the cache.
+
+    ``listed`` (a text file of keys, one per line) replaces the file-name ``pattern``; a listed
+    key that is not in the source is an error (a typo would otherwise train a masked face as clean).
+    """
+    if listed is not None:
+        text = Path(listed).read_text(encoding="utf-8")
+        wanted = {line.strip() for line in text.splitlines() if line.strip()}
+        missing = sorted(wanted - set(keys))
+        if missing:
+            raise ValueError(f"{listed}: {len(missing)} listed photo(s) not in the source, e.g. {missing[0]!r}")
+        rule = f"list sha1:{hashlib.sha1(text.encode()).hexdigest()[:12]}"
+        return np.array([k in wanted for k in keys], bool), rule
+    pattern = pattern.lower()
+    flags = [bool(pattern) and fnmatch.fnmatchcase(Path(k).name.lower(), pattern) for k in keys]
+    return np.array(flags, bool), f"name {pattern}" if pattern else "none"
 
 
 @dataclass
@@ -57,13 +87,14 @@ class PrepareReport:
     seconds: float
     resumed_at: int
     failures: list[dict[str, str]] = field(default_factory=list)
+    masked: int = 0
 
     def summary(self) -> str:
         resumed = f", resumed at item {self.resumed_at}" if self.resumed_at else ""
         return (
             f"{self.output}: {self.aligned}/{self.items} aligned ({self.detected} detected, "
             f"{self.fallback} frame fallback), {self.failed} failed, "
-            f"{self.identities} identities, {self.seconds:.0f}s{resumed}"
+            f"{self.identities} identities, {self.masked} flagged masked, {self.seconds:.0f}s{resumed}"
         )
 
 
@@ -165,6 +196,8 @@ def prepare_dataset(
     progress: bool = True,
     workers: int | None = None,
     chunk_size: int = 512,
+    masked: str = MASKED_PATTERN,
+    masked_list: str | os.PathLike | None = None,
 ) -> PrepareReport:
     """Align every face of ``source`` (image folder, RecordIO or ``.bin``) into a cache at ``output``.
 
@@ -176,6 +209,8 @@ def prepare_dataset(
     resume:     continue a run interrupted in ``output``; False starts over
     workers:    processes for decoding/detection; default: all CPU cores, 1 = in this process
     chunk_size: source items per commit (what a killed run may have to redo)
+    masked:     file-name pattern of photos of real masks (see the module docstring; "" for none)
+    masked_list: a text file listing the masked photos' keys instead of the pattern
 
     Bad inputs (missing or empty folder, unknown format, no detector) raise before anything
     is written. Returns a :class:`PrepareReport`; the cache opens with ``FaceCache.open``.
@@ -188,6 +223,7 @@ def prepare_dataset(
         raise ValueError(f"no_face must be one of {NO_FACE_POLICIES}, got {no_face!r}")
     data = open_source(source)
     detector_name = None if data.aligned else _resolve_detector(detector)
+    flags, rule = masked_flags(data.keys, masked, masked_list)
     settings = {
         "source": str(Path(source).resolve()),
         "source_kind": data.kind,
@@ -195,6 +231,7 @@ def prepare_dataset(
         "detector": detector_name or "none (pre-aligned source)",
         "no_face": no_face,
         "items": len(data),
+        "masked": rule,
     }
     if template != "arcface":  # absent = arcface, so caches from before templates still resume
         settings["template"] = template
@@ -203,18 +240,18 @@ def prepare_dataset(
     if not writer.complete:
         if start_item:
             log.info("resuming %s at item %d of %d", output, start_item, len(data))
-        _run(data, writer, start_item, detector_name, size, no_face, progress, workers, chunk_size, template)
+        _run(data, flags, writer, start_item, detector_name, size, no_face, progress, workers, chunk_size, template)
     manifest = writer.finalize(issame=data.issame)
     counts = manifest["counts"]
     return PrepareReport(
         output=Path(output), items=counts["items"], aligned=counts["aligned"],
         detected=counts["detected"], fallback=counts["fallback"], failed=counts["failed"],
         identities=counts["identities"], seconds=manifest["seconds"], resumed_at=start_item,
-        failures=manifest["failures"],
+        failures=manifest["failures"], masked=counts.get("masked", 0),
     )
 
 
-def _run(data, writer: CacheWriter, start: int, detector: str | None, size: int, no_face: str,
+def _run(data, masked: np.ndarray, writer: CacheWriter, start: int, detector: str | None, size: int, no_face: str,
          progress: bool, workers: int | None, chunk_size: int, template: str = "arcface") -> None:
     workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
     init_args = (detector, size, no_face, data.aligned)
@@ -228,7 +265,7 @@ def _run(data, writer: CacheWriter, start: int, detector: str | None, size: int,
                 pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, (*init_args, True, *template_arg))
             else:
                 _init_worker(*init_args, False, *template_arg)
-            _run_chunks(data, writer, start, pool, bar, chunk_size)
+            _run_chunks(data, masked, writer, start, pool, bar, chunk_size)
     finally:
         bar.close()
         if pool is not None:
@@ -236,7 +273,7 @@ def _run(data, writer: CacheWriter, start: int, detector: str | None, size: int,
             pool.join()
 
 
-def _run_chunks(data, writer: CacheWriter, start: int, pool, bar: tqdm, chunk_size: int) -> None:
+def _run_chunks(data, masked: np.ndarray, writer: CacheWriter, start: int, pool, bar: tqdm, chunk_size: int) -> None:
     """Process ``data`` from item ``start`` on, committing every ``chunk_size`` items."""
     failed = 0
     for chunk_start in range(start, len(data), chunk_size):
@@ -260,7 +297,7 @@ def _run_chunks(data, writer: CacheWriter, start: int, pool, bar: tqdm, chunk_si
         for (i, _), (status, value) in zip(todo, results):
             if status == "ok":
                 image, landmarks, fallback, matrix = value
-                rows.append(Row(data.keys[i], data.identities[i], image, landmarks, fallback, matrix))
+                rows.append(Row(data.keys[i], data.identities[i], image, landmarks, fallback, matrix, bool(masked[i])))
             else:
                 failures.append((i, value))
             bar.update(1)

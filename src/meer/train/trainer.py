@@ -31,7 +31,8 @@ from torch.utils.data import DataLoader
 import meer
 from meer.config import Config, StageConfig, config_from_dict
 from meer.data.dataset import MaskedFaces, StepSampler, mask_renderer
-from meer.data.faceset import FaceSet
+from meer.data.faceset import FaceSet, mix
+from meer.data.masks import MASK_CLASSES
 from meer.io import atomic_write_json, atomic_write_text
 from meer.losses.gan import GANLoss
 from meer.models.discriminator import PatchDiscriminator
@@ -92,9 +93,16 @@ def build_nets(cfg: Config, num_classes: int) -> Nets:
 
 
 def load_faces(cfg: Config) -> FaceSet:
-    """The training faces the config names: the built-in synthetic set or a prepared cache."""
+    """The training faces the config names: ``data.sources`` mixed, or the one ``data.source``."""
+    if cfg.data.sources:
+        return mix([load_source(source.path, cfg) for source in cfg.data.sources])
+    return load_source(cfg.data.source, cfg)
+
+
+def load_source(source: str, cfg: Config) -> FaceSet:
+    """The built-in synthetic set (``"synthetic"``) or a cache written by ``meer prepare``."""
     data = cfg.data
-    if data.source == "synthetic":
+    if source == "synthetic":
         from meer.data.synthetic import SyntheticFaces
 
         faces = SyntheticFaces(
@@ -103,20 +111,55 @@ def load_faces(cfg: Config) -> FaceSet:
     else:
         from meer.data.cache import FaceCache
 
-        cache = FaceCache.open(data.source)
+        cache = FaceCache.open(source)
         if cache.template != cfg.model.alignment:
-            raise ValueError(f"{data.source} is aligned to the {cache.template} template but this model reads "
+            raise ValueError(f"{source} is aligned to the {cache.template} template but this model reads "
                              f"{cfg.model.alignment}-aligned faces (meer prepare --template {cfg.model.alignment})")
         faces = cache.faces
     if faces.size != cfg.model.input_size:
-        raise ValueError(f"data has {faces.size}x{faces.size} faces but model.input_size is {cfg.model.input_size}")
+        raise ValueError(f"{source} has {faces.size}x{faces.size} faces but model.input_size is {cfg.model.input_size}")
     return faces
+
+
+def sampling_probabilities(faces: FaceSet, cfg: Config) -> np.ndarray | None:
+    """Per-row probability of being drawn when ``data.sources`` mixes several sources by weight
+    (each source's share of the samples is its normalised weight); None for a single source."""
+    if len(cfg.data.sources) < 2:
+        return None
+    if faces.source is None or int(faces.source.max()) >= len(cfg.data.sources):
+        raise ValueError(f"data.sources names {len(cfg.data.sources)} sources but the faces do not say which "
+                         "source each row comes from (build them with meer.data.faceset.mix)")
+    weights = np.array([s.weight for s in cfg.data.sources], np.float64)
+    counts = np.bincount(faces.source, minlength=len(weights)).astype(np.float64)
+    if (counts == 0).any():
+        raise ValueError(f"data.sources: {cfg.data.sources[int(np.argmin(counts))].path} has no faces")
+    probabilities = (weights / weights.sum() / counts)[faces.source]
+    return probabilities / probabilities.sum()
 
 
 def contiguous_labels(faces: FaceSet) -> FaceSet:
     """Renumber identities 0..K-1 (a subset of a dataset may skip some)."""
     _, labels = np.unique(faces.labels, return_inverse=True)
-    return FaceSet(faces.images, faces.landmarks, labels.astype(np.int64), faces.names)
+    return dataclasses.replace(faces, labels=labels.astype(np.int64))
+
+
+def unmasked_means(targets: torch.Tensor, faces: FaceSet) -> torch.Tensor:
+    """Teacher targets ``[N, 2, D]`` where each photo of a real mask (no clean twin) gets the mean
+    of its person's unmasked photos, per orientation: what the masked face should map to.
+    A person with no unmasked photo keeps the teacher's embedding of the masked photo itself."""
+    real = torch.from_numpy(faces.real_masked)
+    labels = torch.from_numpy(np.asarray(faces.labels))
+    clean = ~real
+    out = targets.clone()
+    sums = torch.zeros(int(labels.max()) + 1, *targets.shape[1:])
+    sums.index_add_(0, labels[clean], targets[clean].float())
+    has_clean = torch.bincount(labels[clean], minlength=len(sums)) > 0
+    use = real & has_clean[labels]
+    out[use] = torch.nn.functional.normalize(sums[labels[use]], dim=-1).to(out.dtype)
+    if (real & ~use).any():
+        log.warning("%d photos of real masks belong to people with no unmasked photo: their teacher target "
+                    "is their own embedding", int((real & ~use).sum()))
+    return out
 
 
 def class_means(embeddings: torch.Tensor, labels: np.ndarray) -> torch.Tensor:
@@ -185,6 +228,11 @@ class Trainer:
         seed_everything(cfg.train.seed, cfg.train.deterministic)
         self.faces = contiguous_labels(faces if faces is not None else load_faces(cfg))
         self.num_classes = self.faces.num_identities
+        self.probabilities = sampling_probabilities(self.faces, cfg)
+        real = self.faces.real_masked
+        if real.any() and cfg.model.decouple and cfg.model.num_mask_types < len(MASK_CLASSES):
+            raise ValueError(f"the training data holds {int(real.sum())} photos of real masks: the mask classifier "
+                             f"needs model.num_mask_types: {len(MASK_CLASSES)} ({', '.join(MASK_CLASSES)})")
         self.nets = build_nets(cfg, self.num_classes)
         torch.manual_seed(cfg.train.seed + self.env.rank)
         for module in [*self.nets.modules().values(), self.nets.teacher]:
@@ -199,7 +247,10 @@ class Trainer:
 
             self.teacher_targets = teacher_targets(
                 self.nets.teacher, self.faces, self.run_dir, cfg.teacher.batch_size, self.env, progress
-            ).to(self.env.device)
+            )
+            if real.any():
+                self.teacher_targets = unmasked_means(self.teacher_targets, self.faces)
+            self.teacher_targets = self.teacher_targets.to(self.env.device)
             if cfg.model.pretrained and cfg.model.embedding_dim == self.teacher_targets.shape[-1]:
                 # The student starts as the teacher, so the teacher's class means are centres it
                 # already agrees with: the margin loss starts small instead of tearing the
@@ -300,7 +351,8 @@ class Trainer:
 
     def loader(self, start_step: int) -> DataLoader:
         sampler = StepSampler(
-            len(self.dataset), self.cfg.data.batch_size, self.cfg.train.seed, start_step, self.env.rank, self.env.world_size
+            len(self.dataset), self.cfg.data.batch_size, self.cfg.train.seed, start_step, self.env.rank,
+            self.env.world_size, self.probabilities,
         )
         return DataLoader(
             self.dataset,

@@ -1,0 +1,298 @@
+"""Real masked photos as training data (issue 14): the same model with and without them.
+
+    python bench/real_mask_training.py --lfw-cache data/lfw112 --rmfrd-train-cache data/rmfrd-train112 \
+        --rmfrd-cache data/rmfrd112 --out runs/real-masks
+
+Every system is MEER on SFace without the generator (``bench/configs/real-masks.yaml``), trained
+with meer's surgical and N95 masks only (cloth is held out for the test) on two sources mixed
+70 / 30 per batch:
+
+* LFW: the people in no View-2 test pair (folds 6-10), minus a validation carve-out;
+* rmfrd-train: a real-mask collection (training data), minus validation people.
+
+``without real masks`` sees only the *unmasked* rmfrd-train photos (with synthetic masks like
+every other face); ``with real masks`` also sees the masked ones, flagged by ``meer prepare``
+(class "real", no clean twin), with the teacher's pull (``teacher.pull``: masked photo -> the
+teacher's mean of the same person's unmasked photos) at each weight of ``--pulls``. The pull
+weight is chosen on validation only: rank-1 of the validation people's masked photos against
+their unmasked ones (rmfrd-train), LFW validation M-U accuracy as the guard.
+
+Test (never used for a choice): rmfrd-dev masked probes against its unmasked gallery (rank-1,
+rank-5, TAR at FAR 1e-2 over every probe-gallery image pair), rmfrd-dev unmasked leave-one-out
+rank-1, and LFW folds 6-10 in U-U / M-U / M-M with the benchmark's masks (all three kinds, as in
+BENCHMARKS.md) and with cloth masks only (the held-out kind), k-fold accuracy and the accuracy at
+per-setting thresholds chosen on LFW validation pairs (what a user gets). Raw SFace (no training)
+is evaluated the same way as the reference. Results go to ``--out``; interrupted training resumes.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; see meer.cli.main
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lfw_benchmark import CONFIGS, MASK_SEED, lfw_split, train_system
+from sklearn.metrics import roc_curve
+
+from meer.calibration import Calibration
+from meer.data.cache import FaceCache
+from meer.data.faceset import FaceSet, mix
+from meer.data.protocols import masked_folder_protocol
+from meer.eval.embed import embed_images, render_test_masks
+from meer.eval.evaluate import Embeddings, accuracy_at_thresholds, best_thresholds, verify_settings
+from meer.eval.identification import identify, leave_one_out_rank1
+from meer.eval.pairs import SETTINGS
+from meer.eval.report import markdown_table
+from meer.eval.suite import VerificationSet, run_verification
+from meer.eval.verification import tar_at_far
+from meer.io import atomic_write_text
+from meer.train.teacher import CACHE_FILE, embed_both_ways, fingerprint
+from meer.train.trainer import contiguous_labels, load_model, versions
+
+log = logging.getLogger("real_mask_training")
+
+CONFIG = CONFIGS / "real-masks.yaml"
+ALL_KINDS = ("surgical", "n95", "cloth")
+HELD_OUT = ("cloth",)
+
+
+def split_people(cache: FaceCache, val_people: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the training people and of ``val_people`` validation people (identity-disjoint)."""
+    labels = cache.faces.labels
+    people = np.unique(labels)
+    val = np.random.default_rng(seed).choice(people, size=val_people, replace=False)
+    return np.flatnonzero(~np.isin(labels, val)), np.flatnonzero(np.isin(labels, val))
+
+
+def masked_gallery(model, faces: FaceSet) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Embeddings of the real masked photos (probes) and of the unmasked ones (gallery), with labels."""
+    real = faces.real_masked
+    emb = embed_images(model, np.asarray(faces.images), 64)
+    return emb[real], faces.labels[real], emb[~real], faces.labels[~real]
+
+
+def identification_scores(probes, probe_labels, gallery, gallery_labels) -> dict[str, float]:
+    """Rank-1 / rank-5 over identities and TAR at FAR 1e-2 over every probe-gallery image pair."""
+    result = identify(probes, probe_labels, gallery, gallery_labels, ranks=(1, 5))
+    p = probes / np.linalg.norm(probes, axis=1, keepdims=True)
+    g = gallery / np.linalg.norm(gallery, axis=1, keepdims=True)
+    scores = (p @ g.T).ravel()
+    same = (probe_labels[:, None] == gallery_labels[None, :]).ravel()
+    fpr, tpr, _ = roc_curve(same, scores, drop_intermediate=False)
+    return {"rank1": result.rank_accuracy[1] * 100, "rank5": result.rank_accuracy[5] * 100,
+            "tar_far_1e-2": tar_at_far(fpr, tpr, 1e-2, int((~same).sum())) * 100,
+            "probes": int(len(probes)), "gallery_identities": result.num_gallery_identities}
+
+
+def rmfrd_dev(model, cache: FaceCache, root: Path) -> dict[str, float]:
+    protocol = masked_folder_protocol(root)
+    probe_rows, gallery_rows = cache.rows(protocol.probes), cache.rows(protocol.gallery)
+    probe_ok, gallery_ok = probe_rows >= 0, gallery_rows >= 0
+    probe_ok &= np.isin(protocol.probe_labels, protocol.gallery_labels[gallery_ok])
+    images = np.asarray(cache.faces.images)
+    probes = embed_images(model, images[probe_rows[probe_ok]], 64)
+    gallery = embed_images(model, images[gallery_rows[gallery_ok]], 64)
+    gallery_labels = protocol.gallery_labels[gallery_ok]
+    out = identification_scores(probes, protocol.probe_labels[probe_ok], gallery, gallery_labels)
+    out["unmasked_loo_rank1"] = leave_one_out_rank1(gallery, gallery_labels) * 100
+    return out
+
+
+def lfw_scores(model, val: VerificationSet, test: VerificationSet) -> dict[str, Any]:
+    """Per mask protocol (all kinds / held-out kind): k-fold accuracy on the test folds and the
+    accuracy at per-setting thresholds chosen on the validation pairs. Clean faces embedded once."""
+    clean = {p.name: embed_images(model, np.asarray(p.faces.images), 64, progress=True, desc=f"{p.name} unmasked")
+             for p in (val, test)}
+    out = {}
+    for protocol, kinds in (("lfw_all_kinds", ALL_KINDS), ("lfw_held_out", HELD_OUT)):
+        emb = {}
+        for p in (val, test):
+            masked = render_test_masks(p.faces, MASK_SEED, kinds).images
+            emb[p.name] = Embeddings(clean[p.name], embed_images(model, masked, 64, progress=True,
+                                                                 desc=f"{p.name} {'+'.join(kinds)}"))
+        chosen = best_thresholds(emb[val.name], val.pairs)
+        stored = Calibration.from_settings(chosen, "validation pairs, per setting")
+        at_stored = accuracy_at_thresholds(emb[test.name], test.pairs, {s: stored.threshold_for(s) for s in SETTINGS})
+        kfold = verify_settings(emb[test.name], test.pairs)
+        out[protocol] = {
+            "kinds": list(kinds),
+            "thresholds": {s: chosen[s][0] for s in SETTINGS},
+            "val_best": {s: chosen[s][1] * 100 for s in SETTINGS},
+            "kfold": {s: kfold[s].accuracy_mean * 100 for s in SETTINGS},
+            "kfold_std": {s: kfold[s].accuracy_std * 100 for s in SETTINGS},
+            "stored": {s: at_stored[s] * 100 for s in SETTINGS},
+            "tar_mu": kfold["M-U"].tar_at_far[1e-2] * 100,
+        }
+    return out
+
+
+def seed_teacher_cache(run_dir: Path, faces: FaceSet, targets) -> None:
+    """Write the teacher's targets of ``faces`` where the trainer looks for them (it checks the
+    fingerprint), so that the systems share one teacher pass."""
+    from safetensors.torch import save_file
+
+    from meer.io import atomic_write
+
+    path = run_dir / CACHE_FILE
+    if not path.exists():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: save_file({"targets": targets.contiguous()}, tmp,
+                                                 metadata={"fingerprint": fingerprint(contiguous_labels(faces))}))
+
+
+def part_targets(teacher, faces: FaceSet, path: Path, reuse: list[str]):
+    """The teacher's targets of one source's faces: read from ``path`` or any ``reuse`` file whose
+    fingerprint matches (e.g. a run of ``lfw_benchmark.py --suite sface`` on the same split)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    key = fingerprint(contiguous_labels(faces))  # as the trainer sees its faces
+    for candidate in [path, *map(Path, reuse)]:
+        if candidate.is_file():
+            with safe_open(str(candidate), "pt") as f:
+                if (f.metadata() or {}).get("fingerprint") == key:
+                    log.info("teacher targets of %d faces from %s", len(faces), candidate)
+                    return f.get_tensor("targets")
+    targets = embed_both_ways(teacher, faces.images, 64, progress=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"targets": targets}, str(path), metadata={"fingerprint": key})
+    return targets
+
+
+def train(name: str, out: Path, faces: FaceSet, targets, overrides: list[str], step_scale: float) -> tuple[Path, float]:
+    seed_teacher_cache(out / name, faces, targets)
+    return train_system(str(CONFIG), out / name, faces, step_scale, tuple(overrides))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lfw-cache", required=True, help="meer prepare output of ../shared/data/lfw (112 px)")
+    parser.add_argument("--pairs", default="../shared/data/lfw/pairs.txt")
+    parser.add_argument("--rmfrd-train-cache", required=True,
+                        help="meer prepare output of ../shared/data/rmfrd-train (--no-face frame; masked_* flagged)")
+    parser.add_argument("--rmfrd-cache", required=True, help="meer prepare output of ../shared/data/rmfrd-dev")
+    parser.add_argument("--rmfrd-root", default="../shared/data/rmfrd-dev")
+    parser.add_argument("--out", default="runs/real-masks")
+    parser.add_argument("--pulls", type=float, nargs="+", default=[0.0, 5.0], help="teacher.pull weights to choose from")
+    parser.add_argument("--val-identities", type=int, default=120, help="LFW validation identities")
+    parser.add_argument("--val-people", type=int, default=25, help="rmfrd-train validation people")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--step-scale", type=float, default=1.0)
+    parser.add_argument("--reuse-teacher", nargs="*", default=[],
+                        help="teacher_embeddings.safetensors files of earlier runs (used where the faces match)")
+    parser.add_argument("--skip-test", action="store_true", help="stop after the validation choice")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+    from meer.models.backbones import create_teacher
+    from meer.models.meer import MEER
+
+    out = Path(args.out)
+    lfw = FaceCache.open(args.lfw_cache)
+    lfw_train, val, test, counts = lfw_split(lfw, Path(args.pairs), 112, args.val_identities, args.seed)
+    real_cache = FaceCache.open(args.rmfrd_train_cache)
+    if not real_cache.masked.any():
+        parser.error(f"{args.rmfrd_train_cache} flags no masked photo: prepare it again with this meer")
+    fit_rows, val_rows = split_people(real_cache, args.val_people, args.seed)
+    real_fit = real_cache.faces.subset(fit_rows)
+    real_val = real_cache.faces.subset(val_rows)
+    with_real = mix([lfw_train, real_fit])
+    clean_only = ~with_real.real_masked
+    without_real = with_real.subset(np.flatnonzero(clean_only))
+    counts |= {"rmfrd_train_people": int(len(np.unique(real_fit.labels))), "rmfrd_train_masked": int(real_fit.real_masked.sum()),
+               "rmfrd_train_unmasked": int((~real_fit.real_masked).sum()), "rmfrd_val_people": args.val_people,
+               "rmfrd_val_masked": int(real_val.real_masked.sum()), "rmfrd_val_unmasked": int((~real_val.real_masked).sum())}
+    log.info("split: %s", counts)
+
+    teacher = create_teacher("sface")
+    targets = torch.cat([part_targets(teacher, faces, out / f"teacher_{part}.safetensors", args.reuse_teacher)
+                         for part, faces in (("lfw", lfw_train), ("rmfrd-train", real_fit))])
+
+    systems: dict[str, tuple[FaceSet, Any, list[str]]] = {
+        "without real masks": (without_real, targets[clean_only], ["model.num_mask_types=4"]),
+    }
+    for pull in args.pulls:
+        systems[f"with real masks, pull {pull:g}"] = (with_real, targets, [f"teacher.pull={pull}"])
+    results: dict[str, Any] = {"split": counts, "versions": versions(), "seed": args.seed, "systems": {}}
+    results_path = out / "results.json"
+    if results_path.exists():
+        results["systems"] = json.loads(results_path.read_text())["systems"]
+
+    models = {}
+    for name, (faces, system_targets, overrides) in systems.items():
+        folder = name.replace(" ", "-").replace(",", "")
+        checkpoint, seconds = train(folder, out, faces, system_targets, overrides, args.step_scale)
+        model, _, _ = load_model(checkpoint)
+        models[name] = model
+        entry = results["systems"].setdefault(name, {})
+        entry |= {"checkpoint": str(checkpoint), "train_minutes": seconds / 60}
+        if "val_real" not in entry:
+            entry["val_real"] = identification_scores(*masked_gallery(model, real_val))
+            entry["val_lfw_mu"] = run_verification(model, val, MASK_SEED, ALL_KINDS)["verification"]["M-U"].accuracy_mean * 100
+        log.info("%s: validation %s, LFW val M-U %.2f", name, entry["val_real"], entry["val_lfw_mu"])
+        atomic_write_text(results_path, json.dumps(results, indent=2) + "\n")
+
+    pulled = [n for n in systems if n.startswith("with real")]
+    chosen = max(pulled, key=lambda n: (results["systems"][n]["val_real"]["rank1"], -pulled.index(n)))
+    results["chosen_on_validation"] = chosen
+    print("\nvalidation (rmfrd-train validation people, real masks; LFW validation identities):")
+    print(markdown_table([{"name": n, **results["systems"][n]["val_real"], "lfw": results["systems"][n]["val_lfw_mu"]}
+                          for n in systems], [
+        ("name", "system", "{}"), ("rank1", "val real-mask rank-1 %", "{:.1f}"), ("rank5", "rank-5 %", "{:.1f}"),
+        ("tar_far_1e-2", "TAR@FAR=1e-2 %", "{:.1f}"), ("probes", "probes", "{}"), ("lfw", "LFW val M-U %", "{:.2f}"),
+    ]))
+    print(f"chosen on validation: {chosen}", flush=True)
+    atomic_write_text(results_path, json.dumps(results, indent=2) + "\n")
+    if args.skip_test:
+        return
+
+    raw = MEER("sface", input_size=112, embedding_dim=128, decouple=False, generator=False, pretrained="sface").eval()
+    rmfrd = FaceCache.open(args.rmfrd_cache)
+    for name, model in [("without real masks", models["without real masks"]), (chosen, models[chosen]),
+                        ("SFace (no training)", raw)]:
+        entry = results["systems"].setdefault(name, {})
+        if "test" not in entry:
+            log.info("=== test: %s", name)
+            entry["test"] = {"rmfrd_dev": rmfrd_dev(model, rmfrd, Path(args.rmfrd_root)),
+                             **lfw_scores(model, val, test)}
+            atomic_write_text(results_path, json.dumps(results, indent=2) + "\n")
+    print_test_tables(results)
+
+
+def print_test_tables(results: dict[str, Any]) -> None:
+    rows = []
+    for name, entry in results["systems"].items():
+        if "test" not in entry:
+            continue
+        t = entry["test"]
+        row = {"name": name, **{f"dev_{k}": v for k, v in t["rmfrd_dev"].items()}}
+        for protocol in ("lfw_all_kinds", "lfw_held_out"):
+            for s in SETTINGS:
+                row[f"{protocol}_{s}"] = t[protocol]["kfold"][s]
+                row[f"{protocol}_{s}_stored"] = t[protocol]["stored"][s]
+        rows.append(row)
+    print("\nrmfrd-dev (real masks, test):")
+    print(markdown_table(rows, [
+        ("name", "system", "{}"), ("dev_rank1", "rank-1 %", "{:.1f}"), ("dev_rank5", "rank-5 %", "{:.1f}"),
+        ("dev_tar_far_1e-2", "TAR@FAR=1e-2 %", "{:.1f}"), ("dev_unmasked_loo_rank1", "unmasked LOO rank-1 %", "{:.1f}"),
+        ("dev_probes", "probes", "{}"),
+    ]))
+    for protocol, title in (("lfw_all_kinds", "LFW folds 6-10, meer's masks (surgical, N95, cloth)"),
+                            ("lfw_held_out", "LFW folds 6-10, cloth masks only (held out of training)")):
+        print(f"\n{title}: k-fold accuracy % / accuracy at the per-setting thresholds stored from validation %")
+        print(markdown_table(rows, [("name", "system", "{}")] + [
+            c for s in SETTINGS for c in ((f"{protocol}_{s}", f"{s} k-fold", "{:.2f}"),
+                                          (f"{protocol}_{s}_stored", f"{s} stored thr.", "{:.2f}"))
+        ]))
+
+
+if __name__ == "__main__":
+    main()
