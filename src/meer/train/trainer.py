@@ -386,13 +386,15 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.grad_clip)
             self.scaler.step(optimiser)
 
-    def train_step(self, state: StageState, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
-        """One optimiser step over ``len(batches)`` accumulated micro-batches."""
+    def train_step(self, state: StageState, batches: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """One optimiser step over ``len(batches)`` accumulated micro-batches. Returns the loss
+        parts as detached tensors on the device: reading them (a device sync) is left to the
+        logging, every ``log_every`` steps."""
         g_optimisers = [o for k, o in state.optimisers.items() if k != "discriminator"]
         d_optimiser = state.optimisers.get("discriminator")
         for optimiser in state.optimisers.values():
             optimiser.zero_grad(set_to_none=True)
-        sums: dict[str, float] = {}
+        sums: dict[str, torch.Tensor] = {}
         restored_batches = []
         for i, batch in enumerate(batches):
             last = i == len(batches) - 1
@@ -402,9 +404,8 @@ class Trainer:
                     total, parts, restored = state.g_step(batch)
                 self.scaler.scale(total / len(batches)).backward()
             restored_batches.append(restored)
-            for key, value in parts.items():
-                sums[key] = sums.get(key, 0.0) + float(value.detach()) / len(batches)
-            sums["total"] = sums.get("total", 0.0) + float(total.detach()) / len(batches)
+            for key, value in [*parts.items(), ("total", total)]:
+                sums[key] = sums.get(key, 0.0) + value.detach().float() / len(batches)
         if restored is not None and self.cfg.train.tensorboard:
             self.preview = torch.cat([batch["masked"][:8], restored[:8], batch["clean"][:8]]).detach()
         self.clip_and_step(g_optimisers)
@@ -418,9 +419,8 @@ class Trainer:
                     with self.autocast():
                         d_loss, d_parts = state.d_step(batch, restored)
                     self.scaler.scale(d_loss / len(batches)).backward()
-                sums["d_loss"] = sums.get("d_loss", 0.0) + float(d_loss.detach()) / len(batches)
-                for key, value in d_parts.items():
-                    sums[key] = sums.get(key, 0.0) + float(value) / len(batches)
+                for key, value in [("d_loss", d_loss), *d_parts.items()]:
+                    sums[key] = sums.get(key, 0.0) + value.detach().float() / len(batches)
             self.clip_and_step([d_optimiser])
             self.nets.discriminator.requires_grad_(False)
         self.scaler.update()
@@ -474,7 +474,7 @@ class Trainer:
             bar = tqdm(total=stage.steps, initial=first, desc=f"{stage.name}", unit="step", dynamic_ncols=True, leave=False)
         images_per_step = cfg.data.batch_size * accumulation * self.env.world_size
         tick = time.perf_counter()
-        window: dict[str, float] = {}
+        window: dict[str, torch.Tensor] = {}  # summed on the device; read only when logged
         window_steps = 0
         for step in range(first, stage.steps):
             micro = [self.to_device(next(batches)) for _ in range(accumulation)]
@@ -485,14 +485,14 @@ class Trainer:
             done = step + 1
             if done % cfg.train.log_every == 0 or done == stage.steps:
                 elapsed = time.perf_counter() - tick
-                record = {k: float(all_reduce_mean(torch.tensor(v / window_steps))) for k, v in window.items()}
+                record = {k: float(all_reduce_mean(v / window_steps)) for k, v in window.items()}
                 record["images_per_s"] = images_per_step * window_steps / max(elapsed, 1e-9)
                 record["lr"] = next(iter(state.optimisers.values())).param_groups[0]["lr"]
                 self.log(stage, index, done, record)
                 window, window_steps, tick = {}, 0, time.perf_counter()
+                if bar is not None:
+                    bar.set_postfix(loss=f"{record['total']:.3f}", img_s=f"{record['images_per_s']:.0f}")
             if bar is not None:
-                rate = images_per_step * bar.format_dict["rate"] if bar.format_dict.get("rate") else 0.0
-                bar.set_postfix(loss=f"{parts['total']:.3f}", img_s=f"{rate:.0f}")
                 bar.update(1)
             if done % cfg.train.ckpt_every == 0 or done == stage.steps:
                 self.save(index, done, state)
