@@ -44,7 +44,7 @@ from meer.config import load_config
 from meer.data.cache import FaceCache
 from meer.data.faceset import FaceSet
 from meer.data.protocols import masked_folder_protocol, read_lfw_pairs
-from meer.eval.embed import render_test_masks
+from meer.eval.masked_copies import render_test_masks
 from meer.eval.pairs import make_pairs
 from meer.eval.real import masked_identification, resolve_pairs
 from meer.eval.report import markdown_table, write_metrics_json
@@ -55,9 +55,9 @@ from meer.eval.suite import (
     verification_rows,
     write_restoration_grid,
 )
+from meer.inference.checkpoint import latest_checkpoint, load_model
 from meer.io import atomic_write, atomic_write_text
-from meer.train.checkpoint import latest_checkpoint
-from meer.train.trainer import Trainer, load_model, versions
+from meer.train.trainer import Trainer, versions
 
 log = logging.getLogger("lfw_benchmark")
 

@@ -53,7 +53,7 @@ def embed_test_fold(model, test, masked, fold: int, store: Path) -> None:
     """Embed the test faces of one fold (0-based among the test folds) that ``store`` lacks;
     the masks are those of the whole test set (as the benchmark renders them), so the folds
     done in any order add up to the benchmark's test embeddings."""
-    from meer.eval.embed import embed_images
+    from meer.inference.batched import embed_images
 
     n = len(test.faces)
     if store.exists():
@@ -108,7 +108,7 @@ def main() -> None:
     import torch
 
     from meer.cli.eval import parse_folds
-    from meer.eval.embed import render_test_masks
+    from meer.eval.masked_copies import render_test_masks
     from meer.models.meer import MEER
 
     torch.set_num_threads(2)

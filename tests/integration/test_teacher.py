@@ -12,8 +12,9 @@ import meer.models.backbones.dlib_resnet as dlib_resnet
 import meer.train.teacher as teacher_module
 from meer.config import load_config
 from meer.data.synthetic import SyntheticFaces
+from meer.inference.checkpoint import load_model
 from meer.train.teacher import CACHE_FILE
-from meer.train.trainer import Trainer, load_model
+from meer.train.trainer import Trainer
 
 from .conftest import stages
 

@@ -70,8 +70,7 @@ def run(args: argparse.Namespace) -> int:
         stored_threshold_accuracy,
         write_report,
     )
-    from meer.train.checkpoint import find_checkpoint
-    from meer.train.trainer import load_model
+    from meer.inference.checkpoint import find_checkpoint, load_model
 
     if not (args.synthetic or args.lfw_cache or args.masked_cache):
         raise MeerError("name at least one protocol: --synthetic, --lfw-cache/--pairs or --masked-cache/--masked-root")

@@ -14,9 +14,9 @@ import numpy as np
 from meer.data.cache import FaceCache
 from meer.data.faceset import FaceSet
 from meer.data.protocols import MaskedProtocol, PairList
-from meer.eval.embed import embed_images
 from meer.eval.identification import IdentificationResult, identify, leave_one_out_rank1
 from meer.eval.pairs import Pairs
+from meer.inference.batched import embed_images
 from meer.models.meer import MEER
 
 

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from meer.data.faceset import FaceSet
-from meer.eval.embed import render_test_masks
 from meer.eval.evaluate import (
     accuracy_at_thresholds,
     best_thresholds,
@@ -20,6 +19,7 @@ from meer.eval.evaluate import (
     setting_scores,
     verify_settings,
 )
+from meer.eval.masked_copies import render_test_masks
 from meer.eval.pairs import SETTINGS, Pairs
 from meer.eval.report import image_grid, markdown_table, plot_roc, write_metrics_json
 from meer.eval.verification import best_threshold
