@@ -61,18 +61,18 @@ from meer.train.trainer import Trainer, versions
 
 log = logging.getLogger("lfw_benchmark")
 
+CONFIGS = Path(__file__).resolve().parent / "configs"
 SYSTEMS = {
-    "MEER": "lfw",
-    "MEER, full-rate recogniser": "lfw-meer-fullrate",
-    "ArcFace + mask aug.": "lfw-arcface-maskaug",
-    "MEER w/o generator": "lfw-meer-nogen",
-    "ArcFace (no masks)": "lfw-arcface",
+    "MEER": str(CONFIGS / "lfw.yaml"),
+    "MEER, full-rate recogniser": str(CONFIGS / "lfw-meer-fullrate.yaml"),
+    "ArcFace + mask aug.": str(CONFIGS / "lfw-arcface-maskaug.yaml"),
+    "MEER w/o generator": str(CONFIGS / "lfw-meer-nogen.yaml"),
+    "ArcFace (no masks)": str(CONFIGS / "lfw-arcface.yaml"),
 }
 TEACHER_SYSTEMS = {
-    "Teacher-guided MEER": "lfw-teacher",
-    "Teacher-guided ArcFace + mask aug.": "lfw-teacher-arcface-maskaug",
+    "Teacher-guided MEER": str(CONFIGS / "lfw-teacher.yaml"),
+    "Teacher-guided ArcFace + mask aug.": str(CONFIGS / "lfw-teacher-arcface-maskaug.yaml"),
 }
-CONFIGS = Path(__file__).resolve().parent / "configs"
 SFACE_SYSTEMS = {
     "MEER on SFace": str(CONFIGS / "lfw-sface.yaml"),
     "SFace + mask aug. (fine-tuned)": str(CONFIGS / "lfw-sface-arcface-maskaug.yaml"),
@@ -156,9 +156,10 @@ def evaluate_peer(out: Path, cache: FaceCache, rows: np.ndarray, test: Verificat
     """dlib's own pipeline on the original photos: the test masks (rendered on the crops of the
     dlib-template cache, as for every other row) are pasted back into each photo first.
     Descriptors are kept in ``out/descriptors.npz``; a rerun only scores them again."""
+    from peers.dlib import describe_photos
+
     from meer.eval.evaluate import Embeddings, verify_settings
     from meer.eval.identification import identify
-    from meer.peers.dlib import describe_photos
 
     store = out / "descriptors.npz"
     if not store.exists():
