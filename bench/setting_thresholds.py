@@ -43,7 +43,7 @@ def val_embeddings(model, protocol, store: Path) -> Embeddings:
     if store.exists():
         arrays = np.load(store)
         return Embeddings(arrays["clean"], arrays["masked"])
-    embeddings = run_verification(model, protocol, MASK_SEED, MASK_TYPES, progress=True)["embeddings"]
+    embeddings = run_verification(model, protocol, MASK_SEED, MASK_TYPES, progress=True).embeddings
     store.parent.mkdir(parents=True, exist_ok=True)
     np.savez(store, clean=embeddings.clean, masked=embeddings.masked)
     return embeddings
