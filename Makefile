@@ -37,10 +37,10 @@ CORE_MUTANTS := meer.losses.* meer.models.layers.* meer.models.heads.* meer.mode
 	meer.models.decouple.xǁMaskDecouplingǁforward* meer.models.decouple.xǁMaskDecouplingǁstart_closed* \
 	meer.models.meer.xǁMEERǁforward* meer.models.meer.xǁMEERǁembed* meer.models.meer.xǁMEERǁunmask* \
 	meer.models.meer.xǁMEERǁocclusion_probability* meer.models.meer.x_build_model* \
-	meer.train.objectives.* meer.train.checkpoint.* meer.calibration.* meer.eval.verification.* \
+	meer.train.objectives.* meer.inference.checkpoint.* meer.calibration.* meer.eval.verification.* \
 	meer.train.trainer.x_build_nets* meer.train.trainer.x_lr_lambda* meer.train.trainer.xǁTrainerǁset_trainable* \
 	meer.train.trainer.xǁTrainerǁbuild_stage* meer.train.trainer.xǁTrainerǁrestore* \
-	meer.train.trainer.xǁTrainerǁload_optimisation_state* meer.train.trainer.x_load_model*
+	meer.train.trainer.xǁTrainerǁload_optimisation_state*
 mutants: $(STAMP)
 	nice -n 19 $(BIN)/mutmut run --max-children 1 $(MUTANTS)
 	$(BIN)/python scripts/mutation_report.py $(MUTANTS)

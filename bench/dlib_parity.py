@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from lfw_photos import read_rgb, spread
+from peers.dlib import DlibPipeline
 
 from meer.data.dataset import to_tensor
 from meer.models.backbones.dlib_resnet import DlibResNet
-from meer.peers.dlib import DlibPipeline
 
 
 def main() -> None:

@@ -19,11 +19,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 from lfw_photos import read_rgb, training_photos
+from peers.dlib import DlibPipeline
 
 from meer.data.align import estimate_similarity, transform_points
 from meer.data.detect import create_detector, detect_faces, pick_main_face
 from meer.data.faceset import ARCFACE_TEMPLATE_112
-from meer.peers.dlib import DlibPipeline
 
 
 def mapping_to_chip(details) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The small-scale benchmark of DESIGN.md, from one command:
+"""The small-scale benchmark (docs/design.md, Protocols), from one command:
 
     python bench/lfw_benchmark.py --lfw-cache /tmp/lfw112 --rmfrd-cache /tmp/rmfrd112f
 
@@ -33,6 +33,7 @@ import json
 import logging
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,35 +45,41 @@ from meer.config import load_config
 from meer.data.cache import FaceCache
 from meer.data.faceset import FaceSet
 from meer.data.protocols import masked_folder_protocol, read_lfw_pairs
-from meer.eval.embed import render_test_masks
+from meer.eval.masked_copies import render_test_masks
 from meer.eval.pairs import make_pairs
-from meer.eval.real import masked_identification, resolve_pairs
+from meer.eval.real import (
+    IdentificationCounts,
+    MaskedIdentification,
+    masked_identification,
+    resolve_pairs,
+)
 from meer.eval.report import markdown_table, write_metrics_json
 from meer.eval.suite import (
+    ProtocolResult,
     VerificationSet,
     pooled_threshold,
     run_verification,
     verification_rows,
     write_restoration_grid,
 )
+from meer.inference.checkpoint import latest_checkpoint, load_model
 from meer.io import atomic_write, atomic_write_text
-from meer.train.checkpoint import latest_checkpoint
-from meer.train.trainer import Trainer, load_model, versions
+from meer.train.trainer import Trainer, versions
 
 log = logging.getLogger("lfw_benchmark")
 
+CONFIGS = Path(__file__).resolve().parent / "configs"
 SYSTEMS = {
-    "MEER": "lfw",
-    "MEER, full-rate recogniser": "lfw-meer-fullrate",
-    "ArcFace + mask aug.": "lfw-arcface-maskaug",
-    "MEER w/o generator": "lfw-meer-nogen",
-    "ArcFace (no masks)": "lfw-arcface",
+    "MEER": str(CONFIGS / "lfw.yaml"),
+    "MEER, full-rate recogniser": str(CONFIGS / "lfw-meer-fullrate.yaml"),
+    "ArcFace + mask aug.": str(CONFIGS / "lfw-arcface-maskaug.yaml"),
+    "MEER w/o generator": str(CONFIGS / "lfw-meer-nogen.yaml"),
+    "ArcFace (no masks)": str(CONFIGS / "lfw-arcface.yaml"),
 }
 TEACHER_SYSTEMS = {
-    "Teacher-guided MEER": "lfw-teacher",
-    "Teacher-guided ArcFace + mask aug.": "lfw-teacher-arcface-maskaug",
+    "Teacher-guided MEER": str(CONFIGS / "lfw-teacher.yaml"),
+    "Teacher-guided ArcFace + mask aug.": str(CONFIGS / "lfw-teacher-arcface-maskaug.yaml"),
 }
-CONFIGS = Path(__file__).resolve().parent / "configs"
 SFACE_SYSTEMS = {
     "MEER on SFace": str(CONFIGS / "lfw-sface.yaml"),
     "SFace + mask aug. (fine-tuned)": str(CONFIGS / "lfw-sface-arcface-maskaug.yaml"),
@@ -133,33 +140,46 @@ def train_system(config: str, out: Path, train: FaceSet, step_scale: float,
     return latest_checkpoint(out), seconds
 
 
-def evaluate_system(checkpoint: Path, val: VerificationSet, test: VerificationSet, rmfrd) -> dict[str, Any]:
+@dataclass
+class SystemResult:
+    """One row of the benchmark: the test protocol, the validation protocol (its threshold is
+    the one stored with the checkpoint), the RMFRD identification, and for the peer where its
+    faces came from."""
+
+    test: ProtocolResult
+    val: ProtocolResult | None = None
+    rmfrd: MaskedIdentification | None = None
+    sources: dict[str, dict[str, int]] | None = None
+
+
+def evaluate_system(checkpoint: Path, val: VerificationSet, test: VerificationSet, rmfrd) -> SystemResult:
     model, cfg, _ = load_model(checkpoint)
     return evaluate_model(model, tuple(cfg.data.mask_types), val, test, rmfrd, checkpoint)
 
 
 def evaluate_model(model, types: tuple[str, ...], val: VerificationSet, test: VerificationSet, rmfrd,
-                   checkpoint: Path | None = None) -> dict[str, Any]:
+                   checkpoint: Path | None = None) -> SystemResult:
     val_result = run_verification(model, val, MASK_SEED, types)
     threshold, accuracy = pooled_threshold(val_result, val, "M-U")
     if checkpoint is not None:
         write_calibration(checkpoint, Calibration(threshold, "lfw-bench validation identities, M-U", accuracy, "M-U"))
     test_result = run_verification(model, test, MASK_SEED, types, progress=True)
-    out = {"val": val_result, "test": test_result}
+    out = SystemResult(test_result, val_result)
     if rmfrd is not None:
         cache, protocol = rmfrd
-        out["rmfrd"] = masked_identification(model, cache, protocol)
+        out.rmfrd = masked_identification(model, cache, protocol)
     return out
 
 
 def evaluate_peer(out: Path, cache: FaceCache, rows: np.ndarray, test: VerificationSet, lfw_root: Path,
-                  rmfrd, rmfrd_root: Path, workers: int) -> dict[str, Any]:
+                  rmfrd, rmfrd_root: Path, workers: int) -> dict[str, SystemResult]:
     """dlib's own pipeline on the original photos: the test masks (rendered on the crops of the
     dlib-template cache, as for every other row) are pasted back into each photo first.
     Descriptors are kept in ``out/descriptors.npz``; a rerun only scores them again."""
+    from peers.dlib import describe_photos
+
     from meer.eval.evaluate import Embeddings, verify_settings
     from meer.eval.identification import identify
-    from meer.peers.dlib import describe_photos
 
     store = out / "descriptors.npz"
     if not store.exists():
@@ -188,28 +208,29 @@ def evaluate_peer(out: Path, cache: FaceCache, rows: np.ndarray, test: Verificat
     results = {}
     for metric in ("cosine", "euclidean"):
         embeddings = Embeddings(arrays["clean"], arrays["masked"])
-        result: dict[str, Any] = {
-            "test": {"verification": verify_settings(embeddings, test.pairs, metric), "synthesis": None},
-            "sources": {k: dict(zip(*np.unique(arrays[k], return_counts=True))) for k in arrays if k.endswith("source")},
-        }
+        sources = {k: dict(zip(*np.unique(arrays[k], return_counts=True))) for k in arrays if k.endswith("source")}
+        result = SystemResult(ProtocolResult(verify_settings(embeddings, test.pairs, metric), embeddings),
+                              sources={k: {str(a): int(b) for a, b in v.items()} for k, v in sources.items()})
         if rmfrd is not None:
             protocol = rmfrd[1]
             probes, gallery = arrays["rmfrd"][: len(protocol.probes)], arrays["rmfrd"][len(protocol.probes):]
             keep = np.isin(protocol.probe_labels, protocol.gallery_labels)
-            result["rmfrd"] = (identify(probes[keep], protocol.probe_labels[keep], gallery, protocol.gallery_labels,
-                                        metric=metric),
-                               {"probes": int(keep.sum()), "gallery": len(protocol.gallery)})
+            result.rmfrd = MaskedIdentification(
+                identify(probes[keep], protocol.probe_labels[keep], gallery, protocol.gallery_labels, metric=metric),
+                IdentificationCounts(probes=int(keep.sum()), gallery=len(protocol.gallery)),
+            )
         results[metric] = result
     return results
 
 
-def row(name: str, result: dict[str, Any], seconds: float | None) -> dict[str, Any]:
-    r = verification_rows(name, result["test"])
-    r["val_mu"] = result["val"]["verification"]["M-U"].accuracy_mean * 100 if "val" in result else None
-    if "rmfrd" in result:
-        r["rmfrd_r1"] = result["rmfrd"][0].rank_accuracy[1] * 100
-        r["rmfrd_r5"] = result["rmfrd"][0].rank_accuracy[5] * 100
-        r["rmfrd_loo"] = result["rmfrd"][1].get("unmasked_loo_rank1", float("nan")) * 100
+def row(name: str, result: SystemResult, seconds: float | None) -> dict[str, Any]:
+    r = verification_rows(name, result.test)
+    r["val_mu"] = result.val.verification["M-U"].accuracy_mean * 100 if result.val is not None else None
+    if result.rmfrd is not None:
+        r["rmfrd_r1"] = result.rmfrd.result.rank_accuracy[1] * 100
+        r["rmfrd_r5"] = result.rmfrd.result.rank_accuracy[5] * 100
+        loo = result.rmfrd.counts.unmasked_loo_rank1
+        r["rmfrd_loo"] = (loo if loo is not None else float("nan")) * 100
     r["train_min"] = seconds / 60 if seconds is not None else None
     return r
 
@@ -282,8 +303,7 @@ def main() -> None:
         for metric, result in peer.items():
             name = f"{PEER}, {metric}"
             rows.append(row(name, result, None))
-            metrics["systems"][name] = summary(result, None, None) | {"face_sources": {
-                k: {str(a): int(b) for a, b in v.items()} for k, v in result["sources"].items()}}
+            metrics["systems"][name] = summary(result, None, None) | {"face_sources": result.sources}
         log.info("=== %s", PORT)
         port = MEER("dlib_resnet", input_size=size, embedding_dim=128, decouple=False, generator=False,
                     pretrained="dlib").eval()
@@ -304,22 +324,24 @@ def main() -> None:
         result = evaluate_system(checkpoint, val, test, rmfrd)
         rows.append(row(name, result, seconds))
         metrics["systems"][name] = summary(result, checkpoint, seconds)
-        if result["test"]["synthesis"] is not None and args.grid:
-            write_restoration_grid(Path(args.grid), result["test"], rows=8)
+        if result.test.synthesis is not None and args.grid:
+            write_restoration_grid(Path(args.grid), result.test, rows=8)
         table = markdown_table(rows, COLUMNS)
         write_metrics_json(out / "results.json", metrics)
         atomic_write_text(out / "table.md", table + "\n")
         print(table, flush=True)
 
 
-def summary(result: dict[str, Any], checkpoint: Path | None, seconds: float | None) -> dict[str, Any]:
+def summary(result: SystemResult, checkpoint: Path | None, seconds: float | None) -> dict[str, Any]:
+    """A system's entry in results.json."""
+    test = result.test.to_dict()
     return {
         "checkpoint": str(checkpoint) if checkpoint else None,
         "train_seconds": seconds,
-        "val": {k: v.to_dict() for k, v in result["val"]["verification"].items()} if "val" in result else None,
-        "test": {k: v.to_dict() for k, v in result["test"]["verification"].items()},
-        "synthesis": result["test"]["synthesis"].to_dict() if result["test"]["synthesis"] else None,
-        "rmfrd": ({**result["rmfrd"][0].to_dict(), "counts": result["rmfrd"][1]} if "rmfrd" in result else None),
+        "val": result.val.to_dict()["verification"] if result.val is not None else None,
+        "test": test["verification"],
+        "synthesis": test.get("synthesis"),
+        "rmfrd": result.rmfrd.to_dict() if result.rmfrd is not None else None,
     }
 
 

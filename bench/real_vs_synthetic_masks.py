@@ -28,11 +28,12 @@ import numpy as np
 
 from meer.data.cache import FaceCache
 from meer.data.protocols import masked_folder_protocol
-from meer.eval.embed import embed_images, render_test_masks
 from meer.eval.identification import identify, leave_one_out_rank1
+from meer.eval.masked_copies import render_test_masks
 from meer.eval.verification import l2_normalise
+from meer.inference.batched import embed_images
+from meer.inference.checkpoint import load_model
 from meer.models.meer import MEER
-from meer.train.trainer import load_model
 
 MASK_SEED = 12345
 

@@ -51,7 +51,7 @@ def val_embeddings(model, protocol, store: Path) -> Embeddings:
     if store.exists():
         arrays = np.load(store)
         return Embeddings(arrays["clean"], arrays["masked"])
-    embeddings = run_verification(model, protocol, MASK_SEED, MASK_TYPES, progress=True)["embeddings"]
+    embeddings = run_verification(model, protocol, MASK_SEED, MASK_TYPES, progress=True).embeddings
     store.parent.mkdir(parents=True, exist_ok=True)
     np.savez(store, clean=embeddings.clean, masked=embeddings.masked)
     return embeddings
@@ -61,7 +61,7 @@ def embed_test_fold(model, test, masked, fold: int, store: Path) -> None:
     """Embed the test faces of one fold (0-based among the test folds) that ``store`` lacks;
     the masks are those of the whole test set (as the benchmark renders them), so the folds
     done in any order add up to the benchmark's test embeddings."""
-    from meer.eval.embed import embed_images
+    from meer.inference.batched import embed_images
 
     n = len(test.faces)
     if store.exists():
@@ -108,7 +108,7 @@ def write_setting_calibration(model_path: Path, val: Embeddings, val_pairs: Pair
     import dataclasses
 
     from meer.calibration import read_calibration, write_calibration
-    from meer.train.checkpoint import find_checkpoint
+    from meer.inference.checkpoint import find_checkpoint
 
     folder = find_checkpoint(model_path)
     chosen = best_thresholds(val, val_pairs)
@@ -138,7 +138,7 @@ def main() -> None:
     import torch
 
     from meer.cli.eval import parse_folds
-    from meer.eval.embed import render_test_masks
+    from meer.eval.masked_copies import render_test_masks
     from meer.models.meer import MEER
 
     torch.set_num_threads(2)
@@ -149,7 +149,7 @@ def main() -> None:
     _, val, test, counts = lfw_split(cache, Path(args.pairs), 112, args.val_identities, args.seed)
     print(f"split: {counts}", flush=True)
     if args.model:
-        from meer.train.trainer import load_model
+        from meer.inference.checkpoint import load_model
 
         model, _, _ = load_model(args.model)
     else:

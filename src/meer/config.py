@@ -1,9 +1,10 @@
 """Typed configuration: dataclasses are the schema, YAML files hold the values.
 
 A YAML file may name a ``base:`` (a path relative to it, or a built-in config name) and
-list only what differs. Several files can be layered (``--config tiny --config
-systems/arcface-maskaug``) and single values overridden (``--set optim.lr=0.05``).
-Unknown keys and wrong types are errors with the offending key in the message.
+list only what differs. Several files can be layered (``--config tiny --config my.yaml``)
+and single values overridden (``--set optim.lr=0.05``). Unknown keys and wrong types are
+errors with the offending key in the message. The built-in configs are in ``meer/configs/``
+(``tiny*``, ``iresnet50*``); the benchmark's recipes are in the repository's ``bench/configs/``.
 """
 
 from __future__ import annotations
@@ -189,7 +190,8 @@ class StageConfig:
 
 
 def three_stage_schedule() -> list[StageConfig]:
-    """DESIGN.md's joint training: recognition, synthesis (recogniser frozen), joint refinement."""
+    """MEER's joint training (docs/design.md, Training stages): recognition, synthesis (recogniser
+    frozen), joint refinement."""
     return [
         StageConfig("recognition", 20000, ["backbone", "decouple", "centres"], ["recognition"]),
         StageConfig("synthesis", 10000, ["generator", "discriminator"], ["synthesis"]),
@@ -205,7 +207,7 @@ def three_stage_schedule() -> list[StageConfig]:
 
 @dataclass
 class TeacherConfig:
-    """A frozen pretrained recogniser guiding training (DESIGN.md, teacher-guided MEER).
+    """A frozen pretrained recogniser guiding training (docs/design.md, The teacher).
 
     Its embedding of each clean training face (cached once per run) is the target of the
     student's identity embedding, through a learned linear projection, for the masked face

@@ -21,6 +21,7 @@ from meer.data.synthetic import SyntheticFaces
 from meer.eval.pairs import SETTINGS, make_pairs
 from meer.eval.report import markdown_table, plot_roc, write_metrics_json
 from meer.eval.suite import (
+    ProtocolResult,
     VerificationSet,
     run_verification,
     verification_columns,
@@ -85,21 +86,17 @@ def run_demo(out_dir: str | Path = "runs/demo", settings: DemoSettings | None = 
         train_seconds = time.perf_counter() - tick
         result = run_verification(trainer.nets.model.eval(), protocol_set, MASK_SEED, tuple(data.mask_types),
                                   progress=progress)
-        entry: dict[str, Any] = {
-            "run_folder": cfg.train.out_dir,
-            "train_seconds": round(train_seconds, 1),
-            "verification": {k: v.to_dict() for k, v in result["verification"].items()},
+        metrics["systems"][name] = {
+            "run_folder": cfg.train.out_dir, "train_seconds": round(train_seconds, 1), **result.to_dict(),
         }
-        if result["synthesis"] is not None:
-            entry["synthesis"] = result["synthesis"].to_dict()
+        if result.synthesis is not None:
             meer_result = result
-        metrics["systems"][name] = entry
-        results[name] = (result["verification"], result["synthesis"], train_seconds)
+        results[name] = (result, train_seconds)
 
     report = out / "report"
     report.mkdir(parents=True, exist_ok=True)
     for setting in SETTINGS:
-        plot_roc({name: r[0][setting] for name, r in results.items()}, report / f"roc_{setting}.png",
+        plot_roc({name: r.verification[setting] for name, (r, _) in results.items()}, report / f"roc_{setting}.png",
                  f"ROC, {setting} (held-out synthetic identities)")
     if meer_result is not None:
         write_restoration_grid(report / "restorations.png", meer_result, settings.grid_rows)
@@ -128,11 +125,10 @@ def protocol(settings: DemoSettings, num_pairs: int) -> dict[str, Any]:
     }
 
 
-def summary_table(results: dict[str, tuple]) -> str:
+def summary_table(results: dict[str, tuple[ProtocolResult, float]]) -> str:
     rows = []
-    for name, (verification, synthesis, seconds) in results.items():
-        row = verification_rows(name, {"verification": verification, "synthesis": synthesis})
-        rows.append({**row, "train_s": seconds})
+    for name, (result, seconds) in results.items():
+        rows.append({**verification_rows(name, result), "train_s": seconds})
     return markdown_table(rows, [*verification_columns("System"), ("train_s", "train s", "{:.0f}")])
 
 

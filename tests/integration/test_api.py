@@ -15,7 +15,7 @@ import meer
 from meer.api import FALLBACK_THRESHOLD, Gallery, load_embeddings, load_image, save_embeddings
 from meer.calibration import Calibration, write_calibration
 from meer.data.masks import MASK_TYPES
-from meer.train.checkpoint import find_checkpoint
+from meer.inference.checkpoint import find_checkpoint
 
 from .apikit import canvas, detectable, encode, face_model, photo, tiny_run, truncated_jpeg, write
 
@@ -39,7 +39,7 @@ def faces(model):
 def test_import_meer_is_light_and_exports_the_api():
     code = "import sys, meer; assert 'torch' not in sys.modules and 'numpy' not in sys.modules; print(meer.load.__module__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "meer.api"
+    assert out.stdout.strip() == "meer.api.model"
     assert issubclass(meer.NoFaceError, ValueError) and issubclass(meer.CorruptImageError, meer.ImageError)
     with pytest.raises(AttributeError):
         meer.no_such_name  # noqa: B018

@@ -128,9 +128,10 @@ def test_eval_calibrate_stores_the_pooled_threshold_the_api_uses(tmp_path, tmp_p
     import meer.demo
     from meer.cli import main
     from meer.data.synthetic import SyntheticFaces
-    from meer.eval.embed import embed_images, render_test_masks
+    from meer.eval.masked_copies import render_test_masks
     from meer.eval.pairs import make_pairs
     from meer.eval.verification import best_threshold, cosine_scores
+    from meer.inference.batched import embed_images
 
     small = meer.demo.DemoSettings(test_identities=12, test_images_per_identity=4, folds=2, pairs_per_fold=20)
     monkeypatch.setattr(meer.demo, "DemoSettings", lambda: small)

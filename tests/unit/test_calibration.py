@@ -8,8 +8,10 @@ import pytest
 
 from meer.calibration import Calibration, pair_setting, read_calibration, write_calibration
 from meer.eval.evaluate import Embeddings, accuracy_at_thresholds, best_thresholds, verify_settings
+from meer.eval.identification import identify
 from meer.eval.pairs import Pairs
-from meer.eval.suite import VerificationSet, stored_threshold_accuracy, write_report
+from meer.eval.real import IdentificationCounts, MaskedIdentification
+from meer.eval.suite import ProtocolResult, VerificationSet, stored_threshold_accuracy, write_report
 
 # cosine of (U-U, M-U, M-M) for same and different pairs: the best threshold falls as masks come in
 SAME = (0.8, 0.6, 0.4)
@@ -57,12 +59,12 @@ def test_per_setting_thresholds_are_found_stored_and_applied(tmp_path):
     # threshold for all accepts the different U-U pairs above it and rejects the same M-M pairs below it
     test, test_pairs = scored_faces(300, seed=1)
     protocol = VerificationSet("test", None, test_pairs)
-    at_stored = stored_threshold_accuracy({"embeddings": test}, protocol, stored)
-    assert {s: v["accuracy"] for s, v in at_stored.items()} == {"U-U": 1.0, "M-U": 1.0, "M-M": 1.0}
-    assert at_stored["U-U"]["threshold"] == stored.threshold_for("U-U")
-    single = stored_threshold_accuracy({"embeddings": test}, protocol, Calibration(stored.threshold, "val M-U"))
-    assert single["M-U"]["accuracy"] == 1.0
-    assert single["U-U"]["accuracy"] < 0.9 and single["M-M"]["accuracy"] < 0.9
+    at_stored = stored_threshold_accuracy(test, protocol, stored)
+    assert {s: v.accuracy for s, v in at_stored.items()} == {"U-U": 1.0, "M-U": 1.0, "M-M": 1.0}
+    assert at_stored["U-U"].threshold == stored.threshold_for("U-U")
+    single = stored_threshold_accuracy(test, protocol, Calibration(stored.threshold, "val M-U"))
+    assert single["M-U"].accuracy == 1.0
+    assert single["U-U"].accuracy < 0.9 and single["M-M"].accuracy < 0.9
     # accuracy_at_thresholds decides score >= threshold, as FaceModel.verify does
     scores_at = {"U-U": 0.8 + 0.05, "M-U": -1.0}
     assert accuracy_at_thresholds(test, test_pairs, scores_at) == {"U-U": 0.5, "M-U": 0.5}
@@ -88,12 +90,32 @@ def test_a_calibration_missing_a_setting_is_refused(tmp_path):
 def test_report_shows_accuracy_at_the_stored_thresholds_beside_kfold(tmp_path):
     embeddings, pairs = scored_faces(100, seed=2)
     protocol = VerificationSet("val", None, pairs)
-    result = {"verification": verify_settings(embeddings, pairs), "synthesis": None, "embeddings": embeddings}
+    result = ProtocolResult(verify_settings(embeddings, pairs), embeddings)
     calibration = Calibration(0.3, "x", thresholds={"U-U": 0.6, "M-U": 0.3, "M-M": 0.5},
                               accuracies={"U-U": 1.0, "M-U": 1.0, "M-M": 1.0})
-    stored = {"val": stored_threshold_accuracy(result, protocol, calibration)}
+    stored = {"val": stored_threshold_accuracy(embeddings, protocol, calibration)}
     write_report(tmp_path, "model", "ckpt", {"val": result}, None, {}, stored)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["at_stored_thresholds"]["val"]["M-M"] == {"threshold": 0.5, "accuracy": 0.5}
     summary = (tmp_path / "summary.md").read_text()
     assert "acc at stored %" in summary and "| val | M-M | 0.5000 | 50.00 | 100.00 |" in summary
+
+
+def test_the_report_json_keeps_its_keys_for_identification(tmp_path):
+    """metrics.json reads as before the results were typed: the identification entry is the
+    result's JSON with the counts under "counts" (only those the protocol measured)."""
+    rng = np.random.default_rng(0)
+    gallery = rng.normal(size=(6, 8)).astype(np.float32)
+    labels = np.arange(6)
+    result = identify(gallery + 0.01, labels, gallery, labels, ranks=(1, 5))
+    counts = IdentificationCounts(probes=6, gallery=6, probes_dropped=0, gallery_dropped=0, fallback_aligned=1,
+                                  unmasked_loo_rank1=0.5)
+    write_report(tmp_path, "model", "ckpt", {}, {"masked": MaskedIdentification(result, counts)}, {})
+    entry = json.loads((tmp_path / "metrics.json").read_text())["identification"]["masked"]
+    assert set(entry) == {"rank_accuracy", "num_probes", "num_gallery_identities", "num_gallery_images",
+                          "aggregate", "counts"}
+    assert entry["counts"] == {"probes": 6, "gallery": 6, "probes_dropped": 0, "gallery_dropped": 0,
+                               "fallback_aligned": 1, "unmasked_loo_rank1": 0.5}
+    assert entry["rank_accuracy"]["1"] == 1.0
+    assert "| masked | 100.00 | 100.00 | 6 | 6 |" in (tmp_path / "summary.md").read_text()
+    assert IdentificationCounts(probes=3, gallery=5).to_dict() == {"probes": 3, "gallery": 5}

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from meer.train import checkpoint as ckpt
+from meer.inference import checkpoint as ckpt
 
 
 def save(run, step, value=1.0, keep=2):

@@ -1,5 +1,7 @@
 """Config loading: layering, overrides, and clear errors for bad configs."""
 
+from pathlib import Path
+
 import pytest
 
 from meer.config import builtin_config_names, load_config
@@ -10,6 +12,14 @@ def test_builtin_configs_all_load():
     assert {"tiny", "tiny-arcface", "tiny-arcface-maskaug", "tiny-meer-nogen", "tiny-e2e", "iresnet50"} <= set(names)
     for name in names:
         load_config(name)
+
+
+def test_benchmark_configs_all_load():
+    """bench/configs: the benchmark's recipes, based on the built-in configs."""
+    files = sorted((Path(__file__).resolve().parents[2] / "bench" / "configs").glob("*.yaml"))
+    assert {"lfw", "lfw-teacher", "lfw-sface"} <= {f.stem for f in files}
+    for file in files:
+        load_config(file)
 
 
 def test_base_chain_and_overrides():

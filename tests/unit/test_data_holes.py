@@ -7,8 +7,9 @@ from meer.data.align import transform_points
 from meer.data.cache import FaceCache
 from meer.data.faceset import FaceSet, arcface_template
 from meer.data.prepare import prepare_dataset
+from meer.eval.evaluate import Embeddings
 from meer.eval.pairs import Pairs
-from meer.eval.suite import VerificationSet, pooled_threshold
+from meer.eval.suite import ProtocolResult, VerificationSet, pooled_threshold
 from meer.eval.verification import best_threshold
 from tests.unit.facefiles import write_insightface_rec
 
@@ -25,11 +26,6 @@ def test_pre_aligned_source_matrix_maps_the_source_template_onto_the_crop(tmp_pa
         np.testing.assert_allclose(transform_points([[112, 112]], matrix), [[size, size]], atol=1e-4)
 
 
-class Embeddings:
-    def __init__(self, clean, masked):
-        self.clean, self.masked = clean, masked
-
-
 def test_pooled_threshold_scores_the_named_setting_over_all_pairs():
     # 2-d unit embeddings at chosen angles: the three settings have different best thresholds
     def at(degrees):
@@ -41,7 +37,7 @@ def test_pooled_threshold_scores_the_named_setting_over_all_pairs():
                   fold=np.array([0, 0, 1, 1]))
     faces = FaceSet(np.zeros((4, 8, 8, 3), np.uint8), np.zeros((4, 5, 2), np.float32), np.arange(4), ["a", "b", "c", "d"])
     protocol = VerificationSet("toy", faces, pairs)
-    result = {"embeddings": Embeddings(clean, masked)}
+    result = ProtocolResult({}, Embeddings(clean, masked))
     chosen = {}
     for setting, (first, second) in {"U-U": (clean, clean), "M-U": (clean, masked), "M-M": (masked, masked)}.items():
         scores = np.sum(first[pairs.first] * second[pairs.second], 1)

@@ -2,9 +2,9 @@ import cv2
 import numpy as np
 import pytest
 
+from bench.peers.dlib import DLIB_BOX_150, crop_box_in_photo, paste_back
 from meer.data.align import align_face
 from meer.data.faceset import face_template
-from meer.peers.dlib import DLIB_BOX_150, crop_box_in_photo, paste_back
 
 
 def test_paste_back_puts_the_crop_mask_where_it_was_cut_and_nothing_else():
@@ -49,7 +49,7 @@ def test_dlib_pipeline_explains_how_to_install_it(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_dlib)
-    from meer.peers.dlib import DlibPipeline
+    from bench.peers.dlib import DlibPipeline
 
     with pytest.raises(ImportError, match=r"meer\[peers\]"):
         DlibPipeline()

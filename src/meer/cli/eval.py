@@ -70,8 +70,7 @@ def run(args: argparse.Namespace) -> int:
         stored_threshold_accuracy,
         write_report,
     )
-    from meer.train.checkpoint import find_checkpoint
-    from meer.train.trainer import load_model
+    from meer.inference.checkpoint import find_checkpoint, load_model
 
     if not (args.synthetic or args.lfw_cache or args.masked_cache):
         raise MeerError("name at least one protocol: --synthetic, --lfw-cache/--pairs or --masked-cache/--masked-root")
@@ -108,9 +107,9 @@ def run(args: argparse.Namespace) -> int:
         from meer.data.protocols import masked_folder_protocol
         from meer.eval.real import masked_identification
 
-        result, counts = masked_identification(model, open_cache(args.masked_cache, cfg),
-                                               masked_folder_protocol(args.masked_root), args.flip, progress=progress)
-        identification = {"masked": {**result.to_dict(), "counts": counts}}
+        identification = {"masked": masked_identification(model, open_cache(args.masked_cache, cfg),
+                                                          masked_folder_protocol(args.masked_root), args.flip,
+                                                          progress=progress)}
     if args.calibrate:
         protocol = protocols[0] if protocols else None
         if protocol is None:
@@ -119,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else checkpoint / "eval"
     extra = {"flip": args.flip, "mask_seed": args.mask_seed, "folds": args.folds}
     calibration = read_calibration(checkpoint)
-    stored = ({p.name: stored_threshold_accuracy(results[p.name], p, calibration) for p in protocols}
+    stored = ({p.name: stored_threshold_accuracy(results[p.name].embeddings, p, calibration) for p in protocols}
               if calibration is not None else None)
     write_report(out, cfg.train.out_dir, str(checkpoint), results, identification, extra, stored)
     if args.calibrate_identification is not None:
@@ -161,7 +160,7 @@ def calibrate_open_set(checkpoint, protocol, result, target_far: float) -> None:
 
     labels = protocol.faces.labels
     gallery, known, unknown = open_set_split(labels)
-    embeddings = result["embeddings"]
+    embeddings = result.embeddings
     outcome = calibrate_identification(embeddings.clean[gallery], labels[gallery], embeddings.masked[known],
                                        labels[known], embeddings.masked[unknown], target_far)
     name = f"{protocol.name}: masked probes vs unmasked gallery, {len(gallery)} enrolled"

@@ -28,9 +28,8 @@ def run(args: argparse.Namespace) -> int:
     from meer.calibration import read_calibration, write_calibration
     from meer.cli import MeerError
     from meer.export import EmbeddingNetwork, UnmaskNetwork, export_onnx, onnx_max_abs_diff
+    from meer.inference.checkpoint import find_checkpoint, load_model, quantize_int8
     from meer.io import atomic_write, atomic_write_json
-    from meer.train.checkpoint import find_checkpoint, quantize_int8
-    from meer.train.trainer import load_model
 
     checkpoint = find_checkpoint(args.checkpoint)
     model, cfg, state = load_model(checkpoint)

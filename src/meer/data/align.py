@@ -53,13 +53,24 @@ def align_face(
     landmarks5: [5, 2] left eye, right eye, nose tip, left / right mouth corner (image coords)
     Returns the aligned face uint8 [size, size, 3], the matrix M float64 [2, 3] (image -> crop)
     and the landmarks in the crop float32 [5, 2] (near, not exactly on, the template).
+
+    A face much larger than the crop (eyes more than 1.5 times the template's eye distance
+    apart) is first shrunk with area averaging to that scale: a bilinear warp straight from
+    a large face samples a few of its pixels and aliases. ``M`` still maps ``image``.
     """
     landmarks5 = np.asarray(landmarks5, np.float32)
     if landmarks5.shape != (5, 2):
         raise ValueError(f"landmarks5 must be [5, 2], got {landmarks5.shape}")
-    matrix = estimate_similarity(landmarks5, face_template(template, size))
+    target = face_template(template, size)
+    eyes_crop = float(np.linalg.norm(target[1] - target[0]))
+    eyes_photo = max(float(np.linalg.norm(landmarks5[1] - landmarks5[0])), 1e-6)
+    shrink = min(1.0, 1.5 * eyes_crop / eyes_photo)
+    if shrink < 1.0:
+        image = cv2.resize(image, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA)
+    matrix = estimate_similarity(landmarks5 * shrink, target)
     # black border like InsightFace's norm_crop, so its released crops and ours look alike
     aligned = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderValue=0)
+    matrix[:, :2] *= shrink  # from the shrunk copy's coordinates back to the image's
     return aligned, matrix, transform_points(landmarks5, matrix)
 
 

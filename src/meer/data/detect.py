@@ -137,7 +137,14 @@ def detect_with_padding(detector: Detector, image: np.ndarray, pad: float = 0.25
     return [d.mapped(1.0, -border, -border) for d in detector.detect(padded)]
 
 
-def detect_faces(detector: Detector, image: np.ndarray, pad: float = 0.25, max_side: int = 1280) -> list[Detection]:
+# Detection runs on a copy at most this large: MTCNN's image pyramid grows with the photo, and
+# a 12-megapixel phone picture would take many seconds on a CPU for no gain in accuracy.
+DETECT_MAX_SIDE = 1024
+
+
+def detect_faces(
+    detector: Detector, image: np.ndarray, pad: float = 0.25, max_side: int = DETECT_MAX_SIDE
+) -> list[Detection]:
     """:func:`detect_with_padding` on a copy no larger than ``max_side``, mapped back to ``image``.
 
     A face in a large photo needs no full resolution to be found, and the detector's image

@@ -1,8 +1,8 @@
 """``prepare_dataset``: any supported dataset in, a compact aligned cache out.
 
-Photos (an image folder) are decoded, the main face is detected (:mod:`meer.data.detect`)
-and similarity-aligned onto the ArcFace template (:mod:`meer.data.align`). Already aligned
-sets (RecordIO, verification ``.bin``) are only decoded and resized. Results go to a
+Photos (an image folder) are decoded, the main face is detected and similarity-aligned onto
+the template by :mod:`meer.data.photos`, the road the API takes with a user's photo. Already
+aligned sets (RecordIO, verification ``.bin``) are only decoded and resized. Results go to a
 :class:`meer.data.cache.CacheWriter` chunk by chunk, so an interrupted run resumes.
 
 Policies:
@@ -41,11 +41,12 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from meer.data.align import align_face, frame_crop
+from meer.data.align import frame_crop
 from meer.data.cache import CacheWriter, Row
-from meer.data.detect import BACKENDS, EXTRAS, available_detectors, detect_faces, pick_main_face
+from meer.data.detect import BACKENDS, EXTRAS, available_detectors
 from meer.data.faceset import TEMPLATES, arcface_template
 from meer.data.formats import IMAGE_EXTENSIONS, open_source
+from meer.data.photos import ImageError, ImageTooLargeError, align_photo, load_image, resize_aligned
 
 log = logging.getLogger(__name__)
 
@@ -140,26 +141,23 @@ def _init_worker(detector: str | None, size: int, no_face: str, aligned: bool, p
 
 def _process(data: bytes) -> tuple[str, Any]:
     """Encoded image -> ("ok", (image [S, S, 3], landmarks [5, 2], fallback, matrix [2, 3])) or
-    ("fail", reason)."""
+    ("fail", reason). Photos take the API's road (:mod:`meer.data.photos`)."""
     size = _worker["size"]
-    buffer = np.frombuffer(data, np.uint8)
-    decoded = cv2.imdecode(buffer, cv2.IMREAD_COLOR) if buffer.size else None
-    if decoded is None:
+    try:
+        image = load_image(data, name="the image")
+    except ImageTooLargeError as err:
+        return "fail", str(err)
+    except ImageError:
         return "fail", "cannot decode image (corrupt or not an image)"
-    image = cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
     if _worker["aligned"]:
         # already on the 112 template: only the scale changes
         height, width = image.shape[:2]
         matrix = np.array([[size / width, 0.0, 0.0], [0.0, size / height, 0.0]])
-        if (height, width) != (size, size):
-            interpolation = cv2.INTER_AREA if height > size else cv2.INTER_LINEAR
-            image = cv2.resize(image, (size, size), interpolation=interpolation)
-        return "ok", (image, arcface_template(size), False, matrix)
+        return "ok", (resize_aligned(image, size), arcface_template(size), False, matrix)
     template = _worker["template"]
-    face = pick_main_face(detect_faces(_worker["detector"], image), image.shape)
+    face = align_photo(image, _worker["detector"], size, template)
     if face is not None:
-        aligned, matrix, landmarks = align_face(image, face.landmarks5, size, template)
-        return "ok", (aligned, landmarks, False, matrix)
+        return "ok", (face.crop, face.landmarks, False, face.matrix)
     if _worker["no_face"] == "frame":
         crop, matrix, landmarks = frame_crop(image, size, template)
         return "ok", (crop, landmarks, True, matrix)

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from meer.data.faceset import FaceSet
-from meer.eval.embed import MaskedCopies, Restorations, embed_images, unmask_images
+from meer.eval.masked_copies import MaskedCopies
 from meer.eval.pairs import SETTINGS, Pairs, setting_embeddings
 from meer.eval.synthesis import SynthesisResult, evaluate_restorations
 from meer.eval.verification import VerificationResult, best_threshold, cosine_scores, verify_pairs
+from meer.inference.batched import Restorations, embed_images, unmask_images
 from meer.models.meer import MEER
 
 

@@ -1,4 +1,4 @@
-"""Closed-set identification (DESIGN.md, Protocols): masked probes against an unmasked gallery.
+"""Closed-set identification (docs/design.md, Protocols): masked probes against an unmasked gallery.
 
 Every probe is ranked against the gallery *identities* by cosine similarity; rank-k accuracy
 is the share of probes whose true identity is among the k best, and the CMC curve gives it

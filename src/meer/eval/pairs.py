@@ -1,4 +1,4 @@
-"""Verification pairs and the three masked settings of DESIGN.md.
+"""Verification pairs and the three masked settings (docs/design.md, Protocols).
 
 U-U: both faces unmasked. M-U: the second face of each pair masked. M-M: both masked.
 """

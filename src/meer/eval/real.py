@@ -8,15 +8,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
 from meer.data.cache import FaceCache
 from meer.data.faceset import FaceSet
 from meer.data.protocols import MaskedProtocol, PairList
-from meer.eval.embed import embed_images
 from meer.eval.identification import IdentificationResult, identify, leave_one_out_rank1
 from meer.eval.pairs import Pairs
+from meer.inference.batched import embed_images
 from meer.models.meer import MEER
 
 
@@ -54,16 +56,44 @@ def _pair_rows(cache: FaceCache, pairs: PairList, folds: Sequence[int] | None):
     return keep, used, inverse
 
 
+@dataclass
+class IdentificationCounts:
+    """What went into a masked identification: probes and gallery images used and left out,
+    those aligned by the frame fallback, and ``unmasked_loo_rank1``, the rank-1 accuracy of
+    each unmasked gallery image against the other unmasked ones (what masked training must not
+    cost on clean faces). None: not measured by this protocol (left out of the JSON)."""
+
+    probes: int
+    gallery: int
+    probes_dropped: int | None = None
+    gallery_dropped: int | None = None
+    fallback_aligned: int | None = None
+    unmasked_loo_rank1: float | None = None
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass
+class MaskedIdentification:
+    """Masked probes against an unmasked gallery: the ranks and what went into them."""
+
+    result: IdentificationResult
+    counts: IdentificationCounts
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result's JSON with the counts under ``"counts"``."""
+        return {**self.result.to_dict(), "counts": self.counts.to_dict()}
+
+
 def masked_identification(
     model: MEER, cache: FaceCache, protocol: MaskedProtocol, flip: bool = False, batch_size: int = 256,
     progress: bool = False,
-) -> tuple[IdentificationResult, dict[str, float]]:
+) -> MaskedIdentification:
     """Rank-1 / rank-5 of masked probes against the unmasked gallery.
 
-    Probes or gallery images that ``meer prepare`` could not align are left out and counted.
-    Returns the result and the counts, with ``unmasked_loo_rank1``: the rank-1 accuracy of
-    each unmasked gallery image against the other unmasked ones (what masked training must
-    not cost on clean faces).
+    Probes or gallery images that ``meer prepare`` could not align are left out and counted
+    (see :class:`IdentificationCounts`).
     """
     size = model.input_size
     probe_rows, gallery_rows = cache.rows(protocol.probes), cache.rows(protocol.gallery)
@@ -75,10 +105,10 @@ def masked_identification(
     probes = embed_images(model, cache.faces.subset(probe_rows[probe_ok]).resized(size).images, batch_size,
                           flip, progress, "embed probes")
     result = identify(probes, protocol.probe_labels[probe_ok], gallery, gallery_labels, ranks=(1, 5))
-    counts = {
-        "probes": int(probe_ok.sum()), "probes_dropped": int((~probe_ok).sum()),
-        "gallery": int(gallery_ok.sum()), "gallery_dropped": int((~gallery_ok).sum()),
-        "fallback_aligned": int(cache.fallback[np.concatenate([probe_rows[probe_ok], gallery_rows[gallery_ok]])].sum()),
-        "unmasked_loo_rank1": leave_one_out_rank1(gallery, gallery_labels),
-    }
-    return result, counts
+    counts = IdentificationCounts(
+        probes=int(probe_ok.sum()), gallery=int(gallery_ok.sum()),
+        probes_dropped=int((~probe_ok).sum()), gallery_dropped=int((~gallery_ok).sum()),
+        fallback_aligned=int(cache.fallback[np.concatenate([probe_rows[probe_ok], gallery_rows[gallery_ok]])].sum()),
+        unmasked_loo_rank1=leave_one_out_rank1(gallery, gallery_labels),
+    )
+    return MaskedIdentification(result, counts)

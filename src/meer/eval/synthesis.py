@@ -1,4 +1,4 @@
-"""Quality of MEER's mask removal (DESIGN.md, Protocols): PSNR / SSIM inside the occluded
+"""Quality of MEER's mask removal (docs/design.md, Protocols): PSNR / SSIM inside the occluded
 region, and how well the restored face keeps the identity of the clean one.
 
 Pixels outside the occlusion are copied from the input by the generator's compositing, so

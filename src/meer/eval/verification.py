@@ -1,4 +1,4 @@
-"""Face verification on pairs (DESIGN.md, Protocols): k-fold accuracy, ROC, AUC, EER, TAR@FAR.
+"""Face verification on pairs (docs/design.md, Protocols): k-fold accuracy, ROC, AUC, EER, TAR@FAR.
 
 Used in the three masked settings (U-U, M-U, M-M). The score of a pair is the cosine
 similarity of the two L2-normalised embeddings; a pair is declared "same" when its score is

@@ -1,7 +1,7 @@
 """The MEER network: backbone + mask decoupling + recognition head + unmasking generator.
 
 With ``decouple=False`` and ``generator=False`` it is a plain ArcFace network, which is how
-the baselines of DESIGN.md are built from the same code.
+the baselines (docs/design.md, Baselines) are built from the same code.
 """
 
 from __future__ import annotations

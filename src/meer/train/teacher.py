@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from meer.data.faceset import FaceSet
-from meer.eval.embed import _progress, batches
+from meer.inference.batched import batches, progress_bar
 from meer.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def embed_both_ways(teacher: nn.Module, images: np.ndarray, batch_size: int, pro
     """Unit-norm teacher embeddings ``[N, 2, D]``: index 0 the face as it is, 1 mirrored."""
     device = next(teacher.parameters()).device
     out = []
-    with _progress(len(images), "teacher", progress) as bar:
+    with progress_bar(len(images), "teacher", progress) as bar:
         for _, x in batches(images, batch_size, device):
             pair = torch.stack([teacher(x), teacher(torch.flip(x, dims=[3]))], 1)
             out.append(F.normalize(pair.float(), dim=-1).cpu())

@@ -29,17 +29,17 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
 import meer
-from meer.config import Config, StageConfig, config_from_dict
+from meer.config import Config, StageConfig
 from meer.data.dataset import MaskedFaces, StepSampler, mask_renderer
 from meer.data.faceset import FaceSet, mix
 from meer.data.masks import MASK_CLASSES
+from meer.inference import checkpoint as ckpt
 from meer.io import atomic_write_json, atomic_write_text
 from meer.losses.gan import GANLoss
 from meer.models.discriminator import PatchDiscriminator
 from meer.models.heads import MarginSoftmaxLoss, make_margin
-from meer.models.meer import MEER, build_model
+from meer.models.meer import build_model
 from meer.models.partial_fc import ShardedMarginSoftmaxLoss
-from meer.train import checkpoint as ckpt
 from meer.train.distributed import DistEnv, all_reduce_mean, init_distributed
 from meer.train.objectives import Nets, discriminator_objective, generator_objective
 
@@ -635,19 +635,3 @@ def tile_images(images: torch.Tensor, columns: int) -> torch.Tensor:
     grid = padded.view(rows, columns, c, h, w).permute(2, 0, 3, 1, 4).reshape(c, rows * h, columns * w)
     return ((grid.float().clamp(-1, 1) + 1) / 2).cpu()
 
-
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[MEER, Config, dict[str, Any]]:
-    """The inference network of a checkpoint (folder or run folder), in eval mode.
-
-    Returns (model, config, checkpoint state). Reads only safetensors and JSON.
-    """
-    meta = ckpt.read_state(path)
-    cfg = config_from_dict(meta["config"])
-    # the checkpoint holds every weight: no need for (nor dependency on) pretrained files
-    model = build_model(dataclasses.replace(cfg.model, pretrained=""), grl_strength=cfg.loss.grl_lambda)
-    tensors = ckpt.split_state(ckpt.load_weights(path), "model")
-    try:
-        model.load_state_dict(tensors)
-    except RuntimeError as err:
-        raise ValueError(f"{path}: weights do not match the model its config describes ({str(err).splitlines()[0]})") from err
-    return model.to(device).eval(), cfg, meta

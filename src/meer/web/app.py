@@ -115,14 +115,11 @@ _INPUT_ERRORS = (
 )
 
 
-def _input_error(err: ValueError, field: str, filename: str | None) -> ApiError:
-    name = f"{field} ({filename})" if filename else field
-    # load_image calls raw bytes "the uploaded data"; the client knows them by field and name
-    message = str(err).replace("the uploaded data", name).replace("the image", name)
+def _input_error(err: ValueError, field: str) -> ApiError:
     for kind, status, code in _INPUT_ERRORS:
         if isinstance(err, kind):
-            return ApiError(status, code, message, field)
-    return ApiError(400, "bad_request", message, field)
+            return ApiError(status, code, str(err), field)
+    return ApiError(400, "bad_request", str(err), field)
 
 
 def png_data_url(pixels: np.ndarray) -> str:
@@ -201,10 +198,12 @@ class _Service:
             raise ApiError(400, "bad_request", f"malformed form: {err.message}") from None
 
     def face(self, upload: UploadFile, field: str, aligned: bool) -> Face:
+        # messages call the upload what the client knows it by: its field and file name
+        name = f"{field} ({upload.filename})" if upload.filename else field
         try:
-            return self.model.face(upload.file.read(), aligned=aligned, max_pixels=self.limits.max_pixels)
+            return self.model.face(upload.file.read(), aligned, self.limits.max_pixels, name)
         except ValueError as err:
-            raise _input_error(err, field, upload.filename) from None
+            raise _input_error(err, field) from None
 
     def describe(self, face: Face, upload: UploadFile, field: str, images: bool) -> dict[str, Any]:
         """JSON for one face; with ``images`` also its crops and the unmasking verdict."""

@@ -3,7 +3,7 @@
 dlib's model (``dlib_face_recognition_resnet_model_v1.dat``, CC0, shipped by the PyPI package
 ``face-recognition-models``) is a 29-convolution ResNet on 150x150 face chips with a 128-d
 output, trained by Davis King on about 3 million faces. meer uses it as the *peer* to beat and
-as a frozen *teacher* (DESIGN.md's teacher-guided MEER); the student may start from the same
+as a frozen *teacher* (docs/design.md, The teacher); the student may start from the same
 weights. The network here reproduces dlib's arithmetic exactly, including its quirks:
 
 * strided convolutions and pools have no padding (dlib's default for stride != 1);

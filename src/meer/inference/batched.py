@@ -1,28 +1,27 @@
-"""Batched inference over aligned faces: embeddings, restorations, deterministic test masks."""
+"""Batched forward passes over aligned uint8 faces: embeddings, mask classes, restorations."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from meer.data.dataset import to_uint8
-from meer.data.faceset import FaceSet
-from meer.data.masks import MaskRenderer
 from meer.models.meer import MEER
 
 
-def batches(images: np.ndarray, batch_size: int, device: torch.device):
+def batches(images: np.ndarray, batch_size: int, device: torch.device) -> Iterator[tuple[int, torch.Tensor]]:
     """Yield ``(start, float tensor [b, 3, S, S] in [-1, 1])`` from uint8 ``[N, S, S, 3]``."""
     for start in range(0, len(images), batch_size):
         chunk = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))
         yield start, chunk.to(device).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
-def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
+def progress_bar(total: int, desc: str, enabled: bool) -> tqdm:
+    """A progress bar over ``total`` images that vanishes when done (or prints nothing)."""
     return tqdm(total=total, desc=desc, unit="img", disable=not enabled, leave=False, dynamic_ncols=True)
 
 
@@ -39,7 +38,7 @@ def embed_images(
     model.eval()
     device = next(model.parameters()).device
     out = np.zeros((len(images), model.backbone.head.fc.out_features), np.float32)
-    with _progress(len(images), desc, progress) as bar:
+    with progress_bar(len(images), desc, progress) as bar:
         for start, x in batches(images, batch_size, device):
             out[start : start + len(x)] = model.embed(x, flip=flip).cpu().numpy()
             bar.update(len(x))
@@ -77,7 +76,7 @@ def unmask_images(model: MEER, images: np.ndarray, batch_size: int = 128, progre
     result = Restorations(
         np.zeros_like(images), np.zeros((n, s, s), np.float32), np.zeros((n, s, s), np.uint8), np.zeros(n, np.int64)
     )
-    with _progress(n, "unmask", progress) as bar:
+    with progress_bar(n, "unmask", progress) as bar:
         for start, x in batches(images, batch_size, device):
             encoded = model(x)
             unmasked = model.unmask(x, encoded)
@@ -88,22 +87,3 @@ def unmask_images(model: MEER, images: np.ndarray, batch_size: int = 128, progre
             result.mask_type[start:end] = encoded.decoupled.mask_logits.argmax(1).cpu().numpy()
             bar.update(len(x))
     return result
-
-
-@dataclass
-class MaskedCopies:
-    images: np.ndarray  # uint8 [N, S, S, 3]
-    occlusion: np.ndarray  # uint8 [N, S, S]
-    mask_type: np.ndarray  # int64 [N]
-
-
-def render_test_masks(faces: FaceSet, seed: int = 0, types: tuple[str, ...] = ("surgical", "n95", "cloth")) -> MaskedCopies:
-    """A masked copy of every face; image ``i``'s mask depends only on ``(seed, i)``, so every
-    system and every run is tested on exactly the same masked faces."""
-    renderer = MaskRenderer(types=types)
-    n, s = len(faces), faces.size
-    out = MaskedCopies(np.zeros((n, s, s, 3), np.uint8), np.zeros((n, s, s), np.uint8), np.zeros(n, np.int64))
-    for i in range(n):
-        render = renderer(np.asarray(faces.images[i]), np.asarray(faces.landmarks[i]), np.random.default_rng([seed, i]))
-        out.images[i], out.occlusion[i], out.mask_type[i] = render.masked, render.occlusion, render.mask_type
-    return out

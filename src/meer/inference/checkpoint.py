@@ -11,7 +11,8 @@ A checkpoint is a folder ``<run>/checkpoints/step_XXXXXXX/`` holding
 
 A *release* folder (``meer export``: ``model.safetensors`` with the inference network's weights,
 ``model.json`` with the config) is read by the same functions, so everything that loads a
-checkpoint for inference loads a release too.
+checkpoint for inference loads a release too. :func:`load_model` builds the inference network
+of either.
 
 The folder is written under a temporary name and renamed into place, then the ``latest``
 pointer file is replaced atomically: a run killed at any moment leaves the previous
@@ -20,6 +21,7 @@ checkpoint intact and ``latest`` pointing at a complete one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -30,7 +32,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from meer.config import Config, config_from_dict
 from meer.io import atomic_write_text
+from meer.models.meer import MEER, build_model
 
 FORMAT_VERSION = 1
 WEIGHTS = "weights.safetensors"
@@ -183,3 +187,20 @@ def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
 
 def load_train_state(path: str | os.PathLike) -> dict[str, Any]:
     return torch.load(find_checkpoint(path) / TRAIN_STATE, map_location="cpu", weights_only=True)
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[MEER, Config, dict[str, Any]]:
+    """The inference network of a checkpoint (folder or run folder) or release, in eval mode.
+
+    Returns (model, config, checkpoint state). Reads only safetensors and JSON.
+    """
+    meta = read_state(path)
+    cfg = config_from_dict(meta["config"])
+    # the checkpoint holds every weight: no need for (nor dependency on) pretrained files
+    model = build_model(dataclasses.replace(cfg.model, pretrained=""), grl_strength=cfg.loss.grl_lambda)
+    tensors = split_state(load_weights(path), "model")
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as err:
+        raise ValueError(f"{path}: weights do not match the model its config describes ({str(err).splitlines()[0]})") from err
+    return model.to(device).eval(), cfg, meta

@@ -1,0 +1,93 @@
+"""What the API's methods return: an aligned :class:`Face`, a :class:`VerifyResult`, an
+:class:`UnmaskResult` and the :class:`Match` es of an identification."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+from PIL import Image
+
+
+@dataclass
+class Face:
+    """A face ready for the network.
+
+    aligned:   uint8 [S, S, 3] RGB crop, aligned to the ArcFace template at the model's size
+    box:       float32 [4] x1, y1, x2, y2 in the photo; None for a pre-aligned input
+    landmarks: float32 [5, 2] eyes, nose tip, mouth corners in the photo; None if pre-aligned
+    score:     detector confidence; None if pre-aligned
+    num_faces: faces found in the photo (the main one is this one); 1 if pre-aligned
+    source:    the file name, when the input was a path (for messages)
+    """
+
+    aligned: np.ndarray
+    box: np.ndarray | None = None
+    landmarks: np.ndarray | None = None
+    score: float | None = None
+    num_faces: int = 1
+    source: str | None = None
+
+    def to_dict(self) -> dict:
+        """JSON-ready description (without the pixels)."""
+        return {
+            "box": None if self.box is None else [round(float(v), 1) for v in self.box],
+            "landmarks": None if self.landmarks is None else [[round(float(v), 1) for v in p] for p in self.landmarks],
+            "detection_score": None if self.score is None else round(float(self.score), 4),
+            "num_faces": self.num_faces,
+        }
+
+
+ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray | Face
+
+
+@dataclass
+class VerifyResult:
+    """Whether two photos show the same person.
+
+    score:      cosine similarity of the two embeddings, in [-1, 1]
+    same:       ``score >= threshold``
+    threshold:  the decision threshold used
+    calibrated: False when the checkpoint had no calibration (the threshold is the fallback)
+    faces:      the two faces that were compared
+    setting:    the setting whose threshold was used: U-U, M-U or M-M from the mask verdicts;
+                M-U when the network has no mask classifier
+    masked:     the mask classifier's verdict on each face (None: the network has none)
+    """
+
+    score: float
+    same: bool
+    threshold: float
+    calibrated: bool
+    faces: tuple[Face, Face] = field(repr=False)
+    setting: str = "M-U"
+    masked: tuple[bool | None, bool | None] = (None, None)
+
+
+@dataclass
+class UnmaskResult:
+    """The face with its mask taken off.
+
+    restored:      uint8 [S, S, 3] the aligned crop with the predicted mask region repainted
+    occlusion:     float32 [S, S] predicted probability that a pixel is covered by a mask
+    mask_detected: the mask classifier's verdict (any class but "none")
+    mask_type:     its class name ("none", "surgical", "n95", "cloth", ...)
+    aligned:       uint8 [S, S, 3] the crop the network saw
+    face:          the detection it came from
+    """
+
+    restored: np.ndarray = field(repr=False)
+    occlusion: np.ndarray = field(repr=False)
+    mask_detected: bool
+    mask_type: str
+    aligned: np.ndarray = field(repr=False)
+    face: Face = field(repr=False)
+
+
+class Match(NamedTuple):
+    """One gallery identity and its similarity to the probe."""
+
+    name: str
+    score: float

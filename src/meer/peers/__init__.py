@@ -1,1 +1,0 @@
-"""Other recognisers, run with their own pipelines, as rows to compare meer against."""
