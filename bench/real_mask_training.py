@@ -12,10 +12,11 @@ with meer's surgical and N95 masks only (cloth is held out for the test) on two 
 
 ``without real masks`` sees only the *unmasked* rmfrd-train photos (with synthetic masks like
 every other face); ``with real masks`` also sees the masked ones, flagged by ``meer prepare``
-(class "real", no clean twin), with the teacher's pull (``teacher.pull``: masked photo -> the
-teacher's mean of the same person's unmasked photos) at each weight of ``--pulls``. The pull
-weight is chosen on validation only: rank-1 of the validation people's masked photos against
-their unmasked ones (rmfrd-train), LFW validation M-U accuracy as the guard.
+(class "real", no clean twin), in each of the ``--variants`` (by default the teacher's pull,
+``teacher.pull``: masked photo -> the teacher's mean of the same person's unmasked photos, at 0
+and 5). The variant is chosen on validation only: rank-1 of the validation people's masked
+photos against their unmasked ones (rmfrd-train); then the same model without the real masked
+photos is trained with the chosen variant's settings.
 
 Test (never used for a choice): rmfrd-dev masked probes against its unmasked gallery (rank-1,
 rank-5, TAR at FAR 1e-2 over every probe-gallery image pair), rmfrd-dev unmasked leave-one-out
@@ -46,16 +47,18 @@ from meer.calibration import Calibration
 from meer.data.cache import FaceCache
 from meer.data.faceset import FaceSet, mix
 from meer.data.protocols import masked_folder_protocol
-from meer.eval.embed import embed_images, render_test_masks
 from meer.eval.evaluate import Embeddings, accuracy_at_thresholds, best_thresholds, verify_settings
 from meer.eval.identification import identify, leave_one_out_rank1
+from meer.eval.masked_copies import render_test_masks
 from meer.eval.pairs import SETTINGS
 from meer.eval.report import markdown_table
 from meer.eval.suite import VerificationSet, run_verification
 from meer.eval.verification import tar_at_far
+from meer.inference.batched import embed_images
+from meer.inference.checkpoint import load_model
 from meer.io import atomic_write_text
 from meer.train.teacher import CACHE_FILE, embed_both_ways, fingerprint
-from meer.train.trainer import contiguous_labels, load_model, versions
+from meer.train.trainer import contiguous_labels, versions
 
 log = logging.getLogger("real_mask_training")
 
@@ -181,7 +184,8 @@ def main() -> None:
     parser.add_argument("--rmfrd-cache", required=True, help="meer prepare output of ../shared/data/rmfrd-dev")
     parser.add_argument("--rmfrd-root", default="../shared/data/rmfrd-dev")
     parser.add_argument("--out", default="runs/real-masks")
-    parser.add_argument("--pulls", type=float, nargs="+", default=[0.0, 5.0], help="teacher.pull weights to choose from")
+    parser.add_argument("--variants", nargs="+", default=["pull 0:teacher.pull=0", "pull 5:teacher.pull=5"],
+                        help="the real-mask systems to choose from on validation, each name:overrides (';' between)")
     parser.add_argument("--val-identities", type=int, default=120, help="LFW validation identities")
     parser.add_argument("--val-people", type=int, default=25, help="rmfrd-train validation people")
     parser.add_argument("--seed", type=int, default=0)
@@ -216,48 +220,52 @@ def main() -> None:
     targets = torch.cat([part_targets(teacher, faces, out / f"teacher_{part}.safetensors", args.reuse_teacher)
                          for part, faces in (("lfw", lfw_train), ("rmfrd-train", real_fit))])
 
-    systems: dict[str, tuple[FaceSet, Any, list[str]]] = {
-        "without real masks": (without_real, targets[clean_only], ["model.num_mask_types=4"]),
-    }
-    for pull in args.pulls:
-        systems[f"with real masks, pull {pull:g}"] = (with_real, targets, [f"teacher.pull={pull}"])
     results: dict[str, Any] = {"split": counts, "versions": versions(), "seed": args.seed, "systems": {}}
     results_path = out / "results.json"
     if results_path.exists():
         results["systems"] = json.loads(results_path.read_text())["systems"]
 
     models = {}
-    for name, (faces, system_targets, overrides) in systems.items():
-        folder = name.replace(" ", "-").replace(",", "")
+
+    def train_and_validate(name: str, faces: FaceSet, system_targets, overrides: list[str]) -> None:
+        folder = name.replace(" ", "-").replace(",", "").replace("(", "").replace(")", "")
         checkpoint, seconds = train(folder, out, faces, system_targets, overrides, args.step_scale)
         model, _, _ = load_model(checkpoint)
         models[name] = model
         entry = results["systems"].setdefault(name, {})
-        entry |= {"checkpoint": str(checkpoint), "train_minutes": seconds / 60}
+        entry |= {"checkpoint": str(checkpoint), "train_minutes": seconds / 60, "overrides": overrides}
         if "val_real" not in entry:
             entry["val_real"] = identification_scores(*masked_gallery(model, real_val))
-            entry["val_lfw_mu"] = run_verification(model, val, MASK_SEED, ALL_KINDS)["verification"]["M-U"].accuracy_mean * 100
+            entry["val_lfw_mu"] = run_verification(model, val, MASK_SEED, ALL_KINDS).verification["M-U"].accuracy_mean * 100
         log.info("%s: validation %s, LFW val M-U %.2f", name, entry["val_real"], entry["val_lfw_mu"])
         atomic_write_text(results_path, json.dumps(results, indent=2) + "\n")
 
-    pulled = [n for n in systems if n.startswith("with real")]
+    variants = dict(parse_variant(text) for text in args.variants)
+    for variant, overrides in variants.items():
+        train_and_validate(f"with real masks, {variant}", with_real, targets, overrides)
+    pulled = [f"with real masks, {v}" for v in variants]
     chosen = max(pulled, key=lambda n: (results["systems"][n]["val_real"]["rank1"], -pulled.index(n)))
+    # the same model without the real masked photos: the chosen variant's settings (the pull acts
+    # on real masked photos only, so it is left out), four mask classes
+    variant = chosen.removeprefix("with real masks, ")
+    shared = [o for o in variants[variant] if not o.startswith("teacher.pull")]
+    baseline = "without real masks" + (f" ({variant})" if shared else "")
+    train_and_validate(baseline, without_real, targets[clean_only], [*shared, "model.num_mask_types=4"])
     results["chosen_on_validation"] = chosen
     print("\nvalidation (rmfrd-train validation people, real masks; LFW validation identities):")
     print(markdown_table([{"name": n, **results["systems"][n]["val_real"], "lfw": results["systems"][n]["val_lfw_mu"]}
-                          for n in systems], [
+                          for n in results["systems"] if "val_real" in results["systems"][n]], [
         ("name", "system", "{}"), ("rank1", "val real-mask rank-1 %", "{:.1f}"), ("rank5", "rank-5 %", "{:.1f}"),
         ("tar_far_1e-2", "TAR@FAR=1e-2 %", "{:.1f}"), ("probes", "probes", "{}"), ("lfw", "LFW val M-U %", "{:.2f}"),
     ]))
-    print(f"chosen on validation: {chosen}", flush=True)
+    print(f"chosen on validation: {chosen}; its counterpart: {baseline}", flush=True)
     atomic_write_text(results_path, json.dumps(results, indent=2) + "\n")
     if args.skip_test:
         return
 
     raw = MEER("sface", input_size=112, embedding_dim=128, decouple=False, generator=False, pretrained="sface").eval()
     rmfrd = FaceCache.open(args.rmfrd_cache)
-    for name, model in [("without real masks", models["without real masks"]), (chosen, models[chosen]),
-                        ("SFace (no training)", raw)]:
+    for name, model in [(baseline, models[baseline]), (chosen, models[chosen]), ("SFace (no training)", raw)]:
         entry = results["systems"].setdefault(name, {})
         if "test" not in entry:
             log.info("=== test: %s", name)
@@ -265,6 +273,14 @@ def main() -> None:
                              **lfw_scores(model, val, test)}
             atomic_write_text(results_path, json.dumps(results, indent=2) + "\n")
     print_test_tables(results)
+
+
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    """``"name:key=value;key=value"`` -> (name, overrides)."""
+    name, sep, overrides = text.partition(":")
+    if not sep or not name:
+        raise SystemExit(f"--variants: {text!r} must look like name:section.key=value;section.key=value")
+    return name, [o.strip() for o in overrides.split(";") if o.strip()]
 
 
 def print_test_tables(results: dict[str, Any]) -> None:
