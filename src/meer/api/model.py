@@ -77,7 +77,7 @@ class FaceModel:
 
     @property
     def embedding_dim(self) -> int:
-        return self.network.backbone.head.fc.out_features
+        return self.network.embedding_dim
 
     @property
     def has_generator(self) -> bool:

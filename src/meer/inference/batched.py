@@ -37,7 +37,7 @@ def embed_images(
     """Unit-norm embeddings ``[N, D]`` (float32) of aligned uint8 faces ``[N, S, S, 3]``."""
     model.eval()
     device = next(model.parameters()).device
-    out = np.zeros((len(images), model.backbone.head.fc.out_features), np.float32)
+    out = np.zeros((len(images), model.embedding_dim), np.float32)
     with progress_bar(len(images), desc, progress) as bar:
         for start, x in batches(images, batch_size, device):
             out[start : start + len(x)] = model.embed(x, flip=flip).cpu().numpy()

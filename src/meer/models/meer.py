@@ -78,6 +78,11 @@ class MEER(nn.Module):
             self.decouple.start_closed()
         self.generator = UnmaskGenerator(channels[3], channels[:3], generator_width) if generator else None
 
+    @property
+    def embedding_dim(self) -> int:
+        """The size of the embedding the network outputs."""
+        return self.backbone.head.fc.out_features
+
     def forward(self, images: torch.Tensor) -> Encoded:
         """``[B, 3, S, S]`` in [-1, 1] -> maps, identity part, embedding, decoupling outputs."""
         maps = self.backbone.forward_features(images)

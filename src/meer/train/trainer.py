@@ -29,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
 import meer
-from meer.config import Config, StageConfig
+from meer.config import PRETRAINED_SHAPES, Config, StageConfig
 from meer.data.dataset import MaskedFaces, StepSampler, mask_renderer
 from meer.data.faceset import FaceSet, mix
 from meer.data.masks import MASK_CLASSES
@@ -67,10 +67,6 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def model_arguments(cfg: Config) -> dict[str, Any]:
-    return cfg.to_dict()["model"] | {"grl_strength": cfg.loss.grl_lambda}
-
-
 def build_nets(cfg: Config, num_classes: int) -> Nets:
     """Model, classifier (sharded across ranks when ``train.shard_centres``) and discriminator."""
     model = build_model(cfg.model, grl_strength=cfg.loss.grl_lambda)
@@ -85,7 +81,7 @@ def build_nets(cfg: Config, num_classes: int) -> Nets:
         from meer.models.backbones import create_teacher
 
         teacher = create_teacher(cfg.teacher.kind)
-        dim = teacher.head.fc.out_features
+        dim = PRETRAINED_SHAPES[cfg.teacher.kind][2]
         projection = nn.Linear(cfg.model.embedding_dim, dim, bias=False)
         if cfg.model.embedding_dim == dim:  # a student that starts as the teacher starts aligned
             nn.init.eye_(projection.weight)
@@ -574,7 +570,6 @@ class Trainer:
             "step": step,
             "num_classes": self.num_classes,
             "world_size": self.env.world_size,
-            "model_args": model_arguments(self.cfg),
             "config": self.cfg.to_dict(),
             "versions": versions(),
         }
