@@ -78,3 +78,19 @@ def test_missing_and_broken_files(tmp_path):
     cycle.write_text("base: cycle.yaml\n")
     with pytest.raises(ValueError, match="cycle"):
         load_config(str(cycle))
+
+
+def test_every_model_argument_is_a_model_config_field():
+    import dataclasses
+    import inspect
+
+    from meer.config import ModelConfig
+    from meer.models.meer import MEER, build_model
+
+    arguments = set(inspect.signature(MEER).parameters) - {"grl_strength"}  # a loss-side setting
+    assert arguments <= {f.name for f in dataclasses.fields(ModelConfig)}
+    cfg = ModelConfig(backbone="iresnet18", width=0.125, input_size=32, embedding_dim=24, num_mask_types=5,
+                      generator_width=8, occlusion_threshold=0.3)
+    model = build_model(cfg, grl_strength=0.25)
+    assert model.embedding_dim == 24 and model.input_size == 32 and model.occlusion_threshold == 0.3
+    assert model.decouple.mask_head.out_features == 5 and model.decouple.grl_strength == 0.25

@@ -6,6 +6,8 @@ the baselines (docs/design.md, Baselines) are built from the same code.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -118,20 +120,8 @@ class MEER(nn.Module):
 
 
 def build_model(model_cfg, grl_strength: float = 1.0) -> MEER:
-    """A :class:`MEER` from a :class:`meer.config.ModelConfig`."""
-    return MEER(
-        backbone=model_cfg.backbone,
-        width=model_cfg.width,
-        input_size=model_cfg.input_size,
-        embedding_dim=model_cfg.embedding_dim,
-        dropout=model_cfg.dropout,
-        decouple=model_cfg.decouple,
-        decouple_prev=model_cfg.decouple_prev,
-        attention_reduction=model_cfg.attention_reduction,
-        num_mask_types=model_cfg.num_mask_types,
-        grl_strength=grl_strength,
-        generator=model_cfg.generator,
-        generator_width=model_cfg.generator_width,
-        occlusion_threshold=model_cfg.occlusion_threshold,
-        pretrained=model_cfg.pretrained,
-    )
+    """A :class:`MEER` from a :class:`meer.config.ModelConfig`: every config field that names one of
+    MEER's arguments is passed as it is (the others, such as ``frozen_stages``, are for training)."""
+    arguments = inspect.signature(MEER).parameters
+    fields = {k: v for k, v in dataclasses.asdict(model_cfg).items() if k in arguments}
+    return MEER(**fields, grl_strength=grl_strength)
