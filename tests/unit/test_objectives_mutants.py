@@ -1,0 +1,1 @@
+"""Training objective behaviour found missing by mutation testing (issue #18)."""
