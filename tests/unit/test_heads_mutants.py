@@ -74,3 +74,13 @@ def test_a_shard_with_no_classes_is_an_empty_matrix_of_the_embedding_width():
 def test_full_weight_is_outside_autograd():
     head = MarginSoftmaxLoss(4, 3, make_margin("arcface", 8.0))
     assert head.weight.requires_grad and not head.full_weight().requires_grad
+
+
+def test_a_margined_angle_of_exactly_pi_still_takes_the_cosine():
+    # theta = acos(0) = pi/2 in float32 and m = the same: theta + m is float32's pi exactly.
+    half_pi = float(torch.acos(torch.tensor(0.0)))
+    assert torch.tensor(half_pi) + torch.tensor(half_pi) == torch.tensor(math.pi)
+    logits = CombinedMargin(1.0, 1.0, half_pi, 0.0)(torch.tensor([[0.0, 0.5]]), torch.tensor([0]))
+    assert logits[0, 0].item() == pytest.approx(-1.0, abs=1e-6)  # cos(pi); the fallback would give -pi/2
+    past = CombinedMargin(1.0, 1.0, half_pi + 1e-3, 0.0)(torch.tensor([[0.0]]), torch.tensor([0]))
+    assert past[0, 0].item() == pytest.approx(-(half_pi + 1e-3) * math.sin(half_pi + 1e-3), abs=1e-5)
