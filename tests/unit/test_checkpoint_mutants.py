@@ -115,3 +115,37 @@ def test_int8_rounds_to_the_nearest_step_and_never_leaves_the_symmetric_range():
     assert torch.all(values.abs().amax(dim=1) == 127)
     exact = weight / scale.float()
     assert torch.all((values.float() - exact).abs() <= 0.5 + 1e-3)
+
+
+def test_the_weights_file_names_its_format_in_its_metadata(tmp_path):
+    from safetensors import safe_open
+
+    folder = save(tmp_path, {"step": torch.tensor(1)})
+    with safe_open(str(folder / ckpt.WEIGHTS), "pt") as f:
+        assert f.metadata() == {"format": f"meer-{ckpt.FORMAT_VERSION}"}
+
+
+def test_a_checkpoint_is_written_under_a_hidden_temporary_name_that_the_next_save_clears(tmp_path, monkeypatch):
+    save(tmp_path, {"step": torch.tensor(1)}, step=1)
+    root = tmp_path / "checkpoints"
+    seen, real_save = [], torch.save
+
+    def watching_save(obj, f, *args, **kwargs):
+        seen.extend(p.name for p in root.iterdir())
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt.torch, "save", watching_save)
+    save(tmp_path, {"step": torch.tensor(2)}, step=2)
+    in_progress = [name for name in seen if name not in ("latest", "step_00000001")]
+    assert len(in_progress) == 1 and in_progress[0].startswith(".step_00000002.")
+    assert ckpt.latest_checkpoint(tmp_path) == root / "step_00000002"
+    (root / in_progress[0]).mkdir()  # as a run killed while writing would leave it
+    save(tmp_path, {"step": torch.tensor(3)}, step=3)
+    assert not [p for p in root.iterdir() if p.name.startswith(".")]
+
+
+def test_by_default_the_two_newest_checkpoints_are_kept(tmp_path):
+    tensors = {"model.w": torch.ones(1)}
+    for step in (1, 2, 3):
+        ckpt.save_checkpoint(tmp_path, f"step_{step:08d}", tensors, {}, {"step": step})
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*")) == ["step_00000002", "step_00000003"]
