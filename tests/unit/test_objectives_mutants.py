@@ -164,3 +164,33 @@ def test_the_discriminator_objective_halves_the_sum_of_its_real_and_fake_losses(
     d_loss.backward()
     assert restored.grad is None  # the generator gets nothing from the discriminator's step
     assert all(p.grad is not None for p in nets.discriminator.parameters())
+
+
+def test_without_teacher_settings_the_student_judges_even_when_a_teacher_network_exists():
+    nets, batch = make_nets(teacher=True), make_batch()
+    _, parts, restored = generator_objective(batch, nets, LossConfig(id=0.9, adv=0.0), {"synthesis"}, None)
+    with torch.no_grad():
+        own = nets.model(restored).embedding, nets.model(batch["clean"]).embedding
+        close(parts["id"], 0.9 * (1 - F.cosine_similarity(*own)).mean(), "id")
+
+
+def test_with_the_teacher_as_judge_the_feedback_term_still_reads_the_students_view_of_the_restored_face():
+    nets, batch = make_nets(teacher=True), make_batch()
+    weights = LossConfig(rec_restored=0.6, adv=0.0)
+    _, parts, restored = generator_objective(batch, nets, weights, {"synthesis", "feedback"}, TeacherConfig())
+    assert set(parts) == {"pix", "id", "rec_restored"}
+    with torch.no_grad():
+        close(parts["rec_restored"], 0.6 * nets.classifier(nets.model(restored).embedding, batch["label"]), "rec")
+
+
+def test_the_hinge_discriminator_objective_reads_real_and_fake_with_their_own_margins():
+    nets, batch = make_nets(), make_batch()
+    nets.gan = GANLoss("hinge")
+    restored = batch["clean"].flip(3)
+    d_loss, parts = discriminator_objective(batch, restored, nets)
+    with torch.no_grad():
+        real = F.relu(1 - nets.discriminator(batch["clean"])).mean()
+        fake = F.relu(1 + nets.discriminator(restored)).mean()
+    close(parts["d_real"], real, "d_real")
+    close(parts["d_fake"], fake, "d_fake")
+    close(d_loss, 0.5 * (real + fake), "d_loss")
