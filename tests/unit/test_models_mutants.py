@@ -52,7 +52,7 @@ def test_the_occlusion_head_reads_the_previous_map_then_the_last_map_upsampled_b
 
 def test_a_module_built_for_the_previous_map_refuses_to_run_without_it():
     module = MaskDecoupling(channels=4, prev_channels=2)
-    with pytest.raises(ValueError, match="previous feature map"):
+    with pytest.raises(ValueError, match="^this MaskDecoupling was built to read the previous feature map$"):
         module(torch.randn(1, 4, 2, 2))
 
 
