@@ -198,7 +198,7 @@ def test_the_occlusion_probability_is_the_logit_map_upsampled_bilinearly_then_sq
     assert probability.shape == (1, 1, 4, 4)
     expected = torch.sigmoid(torch.tensor([-2.0, -1.0, 1.0, 2.0]))
     torch.testing.assert_close(probability[0, 0], expected.expand(4, 4))
-    with pytest.raises(ValueError, match="no decoupling module"):
+    with pytest.raises(ValueError, match="^this model has no decoupling module, so it predicts no occlusion$"):
         tiny_meer(decouple=False, generator=False).occlusion_probability(Encoded([], unused, unused, None), 4)
 
 
