@@ -149,3 +149,12 @@ def test_by_default_the_two_newest_checkpoints_are_kept(tmp_path):
     for step in (1, 2, 3):
         ckpt.save_checkpoint(tmp_path, f"step_{step:08d}", tensors, {}, {"step": step})
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*")) == ["step_00000002", "step_00000003"]
+
+
+def test_blocks_of_tiny_weights_saturate_within_the_symmetric_range_and_keep_their_sign():
+    # Their float16 scale is subnormal and coarse: w / scale can pass 127, the clamp must hold it.
+    weight = torch.tensor([[1e-5, -1e-5, 5e-6] + [0.0] * 61])
+    values, scale = ckpt.quantize_int8(weight)
+    assert values[0, 0] == 127 and values[0, 1] == -127
+    back = ckpt.dequantize_int8({"w.qint8": values, "w.qscale": scale})["w"]
+    assert back[0, 0] > 0 and back[0, 1] < 0 and back[0, 2] > 0
