@@ -158,3 +158,11 @@ def test_blocks_of_tiny_weights_saturate_within_the_symmetric_range_and_keep_the
     assert values[0, 0] == 127 and values[0, 1] == -127
     back = ckpt.dequantize_int8({"w.qint8": values, "w.qscale": scale})["w"]
     assert back[0, 0] > 0 and back[0, 1] < 0 and back[0, 2] > 0
+
+
+def test_flat_state_skips_an_absent_module_wherever_it_stands():
+    # e.g. a model without a generator (no discriminator) that distils through a projection
+    from torch import nn
+
+    flat = ckpt.flat_state({"model": nn.Linear(2, 2), "discriminator": None, "projection": nn.Linear(2, 3, bias=False)})
+    assert set(flat) == {"model.weight", "model.bias", "projection.weight"}
