@@ -2,6 +2,10 @@
 
     python scripts/mutation_report.py                  # every mutant mutmut has a result for
     python scripts/mutation_report.py 'meer.losses.*'  # only mutants whose names match
+    python scripts/mutation_report.py --unchecked 'meer.losses.*'  # names of those without a result yet
+
+``mutmut run NAMES...`` reruns every mutant it is given, so resuming an interrupted run is
+``mutmut run $(python scripts/mutation_report.py --unchecked PATTERNS)``.
 
 Mutants listed in docs/mutants-equivalent.txt (one name per line, ``#`` comments) are counted
 as equivalent: left out of the denominator and reported apart. Prints one markdown table row
@@ -39,7 +43,17 @@ def status(code: int | None) -> str:
     return {0: "survived", 5: "no tests", 33: "no tests", 34: "skipped"}.get(code, "suspicious")
 
 
+def unchecked(patterns: list[str]) -> int:
+    for meta in sorted((ROOT / "mutants" / "src").rglob("*.py.meta")):
+        for name, code in json.loads(meta.read_text())["exit_code_by_key"].items():
+            if code is None and (not patterns or any(fnmatch.fnmatchcase(name, p) for p in patterns)):
+                print(name)
+    return 0
+
+
 def main(patterns: list[str]) -> int:
+    if patterns[:1] == ["--unchecked"]:
+        return unchecked(patterns[1:])
     equivalent = equivalent_names()
     counts: dict[str, Counter] = defaultdict(Counter)
     open_mutants = []
