@@ -7,12 +7,13 @@ import pytest
 import torch
 from torch import nn
 
+from meer.inference import checkpoint as ckpt
+from meer.inference.checkpoint import load_model
 from meer.losses.gan import GANLoss
 from meer.models.discriminator import PatchDiscriminator
 from meer.models.heads import MarginSoftmaxLoss, init_centres
 from meer.models.partial_fc import ShardedMarginSoftmaxLoss
-from meer.train import checkpoint as ckpt
-from meer.train.trainer import Trainer, build_nets, load_model
+from meer.train.trainer import Trainer, build_nets
 
 from .conftest import stages
 

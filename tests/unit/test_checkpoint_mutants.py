@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.serialization
 
-from meer.train import checkpoint as ckpt
+from meer.inference import checkpoint as ckpt
 
 RAN = []
 

@@ -29,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
 import meer
-from meer.config import PRETRAINED_SHAPES, Config, StageConfig
+from meer.config import Config, StageConfig
 from meer.data.dataset import MaskedFaces, StepSampler, mask_renderer
 from meer.data.faceset import FaceSet, mix
 from meer.data.masks import MASK_CLASSES
@@ -81,7 +81,7 @@ def build_nets(cfg: Config, num_classes: int) -> Nets:
         from meer.models.backbones import create_teacher
 
         teacher = create_teacher(cfg.teacher.kind)
-        dim = PRETRAINED_SHAPES[cfg.teacher.kind][2]
+        dim = teacher.head.fc.out_features
         projection = nn.Linear(cfg.model.embedding_dim, dim, bias=False)
         if cfg.model.embedding_dim == dim:  # a student that starts as the teacher starts aligned
             nn.init.eye_(projection.weight)
