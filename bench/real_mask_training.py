@@ -57,7 +57,7 @@ from meer.eval.verification import tar_at_far
 from meer.inference.batched import embed_images
 from meer.inference.checkpoint import load_model
 from meer.io import atomic_write_text
-from meer.train.teacher import CACHE_FILE, embed_both_ways, fingerprint
+from meer.train.teacher import CACHE_FILE, embed_both_ways, read_targets, write_targets
 from meer.train.trainer import contiguous_labels, versions
 
 log = logging.getLogger("real_mask_training")
@@ -140,33 +140,21 @@ def lfw_scores(model, val: VerificationSet, test: VerificationSet) -> dict[str, 
 def seed_teacher_cache(run_dir: Path, faces: FaceSet, targets) -> None:
     """Write the teacher's targets of ``faces`` where the trainer looks for them (it checks the
     fingerprint), so that the systems share one teacher pass."""
-    from safetensors.torch import save_file
-
-    from meer.io import atomic_write
-
-    path = run_dir / CACHE_FILE
-    if not path.exists():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda tmp: save_file({"targets": targets.contiguous()}, tmp,
-                                                 metadata={"fingerprint": fingerprint(contiguous_labels(faces))}))
+    if not (run_dir / CACHE_FILE).exists():
+        write_targets(run_dir / CACHE_FILE, contiguous_labels(faces), targets)
 
 
 def part_targets(teacher, faces: FaceSet, path: Path, reuse: list[str]):
     """The teacher's targets of one source's faces: read from ``path`` or any ``reuse`` file whose
     fingerprint matches (e.g. a run of ``lfw_benchmark.py --suite sface`` on the same split)."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    key = fingerprint(contiguous_labels(faces))  # as the trainer sees its faces
+    faces = contiguous_labels(faces)  # as the trainer sees its faces
     for candidate in [path, *map(Path, reuse)]:
-        if candidate.is_file():
-            with safe_open(str(candidate), "pt") as f:
-                if (f.metadata() or {}).get("fingerprint") == key:
-                    log.info("teacher targets of %d faces from %s", len(faces), candidate)
-                    return f.get_tensor("targets")
+        targets = read_targets(candidate, faces)
+        if targets is not None:
+            log.info("teacher targets of %d faces from %s", len(faces), candidate)
+            return targets
     targets = embed_both_ways(teacher, faces.images, 64, progress=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({"targets": targets}, str(path), metadata={"fingerprint": key})
+    write_targets(path, faces, targets)
     return targets
 
 

@@ -52,21 +52,36 @@ def embed_both_ways(teacher: nn.Module, images: np.ndarray, batch_size: int, pro
     return torch.cat(out)
 
 
+def read_targets(path: Path, faces: FaceSet) -> torch.Tensor | None:
+    """The targets stored at ``path`` if they belong to ``faces`` (same fingerprint), else None."""
+    if not Path(path).is_file():
+        return None
+    with safe_open(str(path), "pt") as f:
+        if (f.metadata() or {}).get("fingerprint") != fingerprint(faces):
+            return None
+        cached = f.get_tensor("targets")
+    return cached if cached.shape[0] == len(faces) else None
+
+
+def write_targets(path: Path, faces: FaceSet, targets: torch.Tensor) -> None:
+    """Store ``targets`` of ``faces`` at ``path`` (atomically), fingerprinted for :func:`read_targets`."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: save_file({"targets": targets.contiguous()}, tmp,
+                                             metadata={"fingerprint": fingerprint(faces)}))
+
+
 def teacher_targets(teacher: nn.Module, faces: FaceSet, run_dir: Path, batch_size: int, env,
                     progress: bool = False) -> torch.Tensor:
     """``[N, 2, D]`` targets for ``faces``, read from the run's cache when it matches."""
     path = Path(run_dir) / CACHE_FILE
-    key = fingerprint(faces)
+    cached = read_targets(path, faces)
+    if cached is not None:
+        log.info("teacher embeddings: read %d from %s", len(faces), path)
+        return cached
     if path.is_file():
-        with safe_open(str(path), "pt") as f:
-            stored = (f.metadata() or {}).get("fingerprint")
-            cached = f.get_tensor("targets")
-        if stored == key and cached.shape[0] == len(faces):
-            log.info("teacher embeddings: read %d from %s", len(faces), path)
-            return cached
         log.warning("teacher embeddings in %s belong to other data; computing them again", path)
     log.info("teacher embeddings: computing %d faces x 2 orientations", len(faces))
     targets = embed_both_ways(teacher, faces.images, batch_size, progress)
     if env.is_main:
-        atomic_write(path, lambda tmp: save_file({"targets": targets.contiguous()}, tmp, metadata={"fingerprint": key}))
+        write_targets(path, faces, targets)
     return targets
