@@ -25,7 +25,10 @@ PRETRAINED = ("", "dlib", "sface")
 TEACHERS = ("", "dlib", "sface")
 # what a pretrained network needs of the model config: backbone, input size, embedding size
 PRETRAINED_SHAPES = {"dlib": ("dlib_resnet", 150, 128), "sface": ("sface", 112, 128)}
-MODULE_GROUPS = ("backbone", "decouple", "centres", "generator", "discriminator")
+# The module groups a stage names in ``train``. The recogniser's share one optimiser (a
+# distillation projection, which no stage names, trains with the backbone).
+RECOGNISER_GROUPS = ("backbone", "decouple", "centres")
+MODULE_GROUPS = (*RECOGNISER_GROUPS, "generator", "discriminator")
 LOSS_GROUPS = ("recognition", "synthesis", "feedback")
 
 
@@ -39,6 +42,7 @@ class ModelConfig:
     decouple: bool = True  # the mask decoupling module; False gives a plain ArcFace network
     decouple_prev: bool = True  # occlusion head also reads the feature map before the last
     attention_reduction: int = 8
+    grl_strength: float = 1.0  # scale of the reversed gradient from the decoupling adversary into x_id
     num_mask_types: int = 4  # none / surgical / n95 / cloth
     generator: bool = True
     generator_width: int = 32  # channels of the finest decoder level
@@ -98,8 +102,7 @@ class LossConfig:
     rec_clean: float = 1.0  # margin softmax on the clean version of the same faces
     occ: float = 1.0  # occlusion map, BCE + Dice
     mask: float = 0.2  # mask presence / type from the mask part
-    dec: float = 0.1  # gradient-reversed mask classifier on the identity part
-    grl_lambda: float = 1.0
+    dec: float = 0.1  # gradient-reversed mask classifier on the identity part (model.grl_strength)
     ortho: float = 0.0  # orthogonality of pooled mask and identity parts
     pix: float = 10.0  # L1 to the clean face
     pix_inside: float = 4.0  # extra L1 weight inside the occlusion
@@ -413,9 +416,19 @@ def load_config(paths: list[str | Path] | str | Path | None = None, overrides: l
         raw = deep_merge(raw, read_yaml(resolve_config_path(name)))
     for text in overrides or []:
         raw = deep_merge(raw, parse_override(text))
-    return build(Config, raw, "")
+    return build(Config, upgrade(raw), "")
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
     """Rebuild a Config saved with :meth:`Config.to_dict` (e.g. from a checkpoint)."""
-    return build(Config, raw, "")
+    return build(Config, upgrade(raw), "")
+
+
+def upgrade(raw: dict[str, Any]) -> dict[str, Any]:
+    """Read configs of earlier versions: ``loss.grl_lambda`` is now ``model.grl_strength``."""
+    loss = raw.get("loss")
+    if isinstance(loss, dict) and "grl_lambda" in loss:
+        loss = dict(loss)
+        model = {"grl_strength": loss.pop("grl_lambda"), **(raw.get("model") or {})}
+        raw = {**raw, "loss": loss, "model": model}
+    return raw

@@ -2,10 +2,13 @@
 found missing by mutation testing (issue #18)."""
 
 import dataclasses
+import types
 
 import pytest
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from meer.inference import checkpoint as ckpt
 from meer.inference.checkpoint import load_model
@@ -13,7 +16,7 @@ from meer.losses.gan import GANLoss
 from meer.models.discriminator import PatchDiscriminator
 from meer.models.heads import MarginSoftmaxLoss, init_centres
 from meer.models.partial_fc import ShardedMarginSoftmaxLoss
-from meer.train.trainer import Trainer, build_nets
+from meer.train.trainer import DiscriminatorStep, GeneratorStep, Trainer, build_nets
 
 from .conftest import stages
 
@@ -23,15 +26,18 @@ def same_shapes(a: nn.Module, b: nn.Module) -> bool:
 
 
 def test_build_nets_takes_every_part_from_the_config(tiny_config):
-    cfg = tiny_config(stages(1, 1, 1), "loss.grl_lambda=0.4", "loss.gan_mode=hinge", "train.seed=7",
-                      "model.discriminator_width=8", "model.discriminator_layers=3")
+    cfg = tiny_config(stages(1, 1, 1), "model.grl_strength=0.4", "loss.gan_mode=hinge", "train.seed=7",
+                      "model.discriminator_width=8", "model.discriminator_layers=2", "margin.type=combined",
+                      "margin.scale=16", "margin.m1=0.9", "margin.m2=0.2", "margin.m3=0.1")
     nets = build_nets(cfg, 5)
     assert nets.model.decouple.grl_strength == 0.4
     assert type(nets.classifier) is MarginSoftmaxLoss
+    margin = nets.classifier.margin
+    assert (margin.scale, margin.m1, margin.m2, margin.m3) == (16, 0.9, 0.2, 0.1)
     assert torch.equal(nets.classifier.full_weight(), init_centres(0, 5, cfg.model.embedding_dim, seed=7))
     assert isinstance(nets.gan, GANLoss) and nets.gan.mode == "hinge"
-    assert same_shapes(nets.discriminator, PatchDiscriminator(8, 3))
-    assert not same_shapes(nets.discriminator, PatchDiscriminator(8, 2))
+    assert same_shapes(nets.discriminator, PatchDiscriminator(8, 2))
+    assert not same_shapes(nets.discriminator, PatchDiscriminator(8, 3))
     assert nets.teacher is None and nets.projection is None
     sharded = build_nets(tiny_config(stages(1, 1, 1), "train.shard_centres=true"), 5)
     assert isinstance(sharded.classifier, ShardedMarginSoftmaxLoss)
@@ -130,6 +136,9 @@ def test_a_projection_trains_with_the_backbone_and_the_fixed_scale_bn_never_trai
     trainer.set_trainable(stage_named(trainer, "recognition"))
     assert trainer.nets.projection.training and trainer.nets.projection.weight.requires_grad
     assert not features.weight.requires_grad and features.bias.requires_grad
+    # ... and the recogniser's optimiser moves it
+    state = trainer.build_stage(stage_named(trainer, "recognition"))
+    assert id(trainer.nets.projection.weight) in ids(state.optimisers["recogniser"].param_groups[0]["params"])
     trainer.set_trainable(stage_named(trainer, "synthesis"))
     assert not trainer.nets.projection.training and not trainer.nets.projection.weight.requires_grad
 
@@ -212,11 +221,110 @@ def test_restore_refuses_a_checkpoint_of_another_number_of_identities(tiny_confi
 
 
 def test_load_model_gives_an_inference_network_in_eval_mode_on_the_asked_device(tiny_config, tiny_faces):
-    source, _, path = saved_run(tiny_config, tiny_faces, step=1, extra=["loss.grl_lambda=0.3"])
+    source, _, path = saved_run(tiny_config, tiny_faces, step=1, extra=["model.grl_strength=0.3"])
     model, cfg, meta = load_model(path)
     assert not model.training and all(not m.training for m in model.modules())
     assert next(model.parameters()).device.type == "cpu"
-    assert cfg.loss.grl_lambda == 0.3 and model.decouple.grl_strength == 0.3
+    assert cfg.model.grl_strength == 0.3 and model.decouple.grl_strength == 0.3
     assert meta["step"] == 1 and meta["num_classes"] == 16
     model, _, _ = load_model(path, device="meta")
     assert next(model.parameters()).device.type == "meta"
+
+
+def test_a_constant_schedule_keeps_the_learning_rate_after_the_warm_up(tiny_config, tiny_faces):
+    extra = ["optim.optimizer=sgd", "optim.lr=0.05", "optim.warmup_steps=2", "optim.schedule=constant"]
+    trainer = Trainer(tiny_config(stages(6, 2, 2), *extra), tiny_faces, progress=False)
+    state = trainer.build_stage(stage_named(trainer, "recognition"))
+    sgd, scheduler = state.optimisers["recogniser"], state.schedulers["recogniser"]
+    lrs = []
+    for _ in range(6):
+        lrs.append(sgd.param_groups[0]["lr"])
+        sgd.step()
+        scheduler.step()
+    assert lrs == pytest.approx([0.025, 0.05, 0.05, 0.05, 0.05, 0.05])
+
+
+@pytest.fixture
+def one_process_group(tmp_path):
+    """A gloo group of one process: DDP wraps and runs as it does under torchrun."""
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+def test_under_ddp_each_step_is_wrapped_over_the_weights_it_trains(tiny_config, tiny_faces, one_process_group):
+    trainer = Trainer(tiny_config(stages(2, 2, 2), "train.shard_centres=true"), tiny_faces, progress=False)
+    trainer.env = dataclasses.replace(trainer.env, world_size=2)  # what torchrun's variables would say
+    discriminator = trainer.nets.discriminator
+    state = trainer.build_stage(stage_named(trainer, "joint"))
+    g_step, d_step = state.g_step, state.d_step
+    assert isinstance(g_step, DDP) and isinstance(g_step.module, GeneratorStep) and g_step.device_ids is None
+    assert isinstance(d_step, DDP) and isinstance(d_step.module, DiscriminatorStep) and d_step.device_ids is None
+    # each rank owns its own shard of the centres: DDP neither broadcasts nor averages them
+    assert g_step.parameters_to_ignore == {"classifier.weight"}
+    assert not any(p.requires_grad for p in discriminator.parameters())  # until its own step
+    # The generator step's wrapper must not wait for the discriminator's gradients, nor the
+    # discriminator step's for the generator's: a wrapper still expecting gradients when the
+    # next step starts fails it.
+    batch = first_batch(trainer)
+    for _ in range(2):
+        parts = trainer.train_step(state, [batch])
+    assert torch.isfinite(parts["total"]) and torch.isfinite(parts["d_loss"])
+
+
+def test_a_compiled_run_compiles_the_generator_step(tiny_config, tiny_faces):
+    trainer = Trainer(tiny_config(stages(2, 2, 2), "train.compile=true"), tiny_faces, progress=False)
+    state = trainer.build_stage(stage_named(trainer, "recognition"))
+    assert isinstance(state.g_step, torch._dynamo.eval_frame.OptimizedModule)
+    assert isinstance(state.g_step._orig_mod, GeneratorStep)
+
+
+def test_restore_puts_back_the_cuda_random_state_only_when_the_checkpoint_has_one(tiny_config, tiny_faces, monkeypatch):
+    _, _, path = saved_run(tiny_config, tiny_faces, step=1)
+    target = Trainer(tiny_config(stages(2, 2, 2), run="other"), tiny_faces, progress=False)
+    target.nets.projection = nn.Linear(32, 8, bias=False)
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
+    target.restore(path)  # written on a CPU: no CUDA state to put back
+    assert restored == []
+    read = ckpt.load_train_state
+    monkeypatch.setattr(ckpt, "load_train_state", lambda p: {**read(p), "cuda_rng": ["state of gpu 0"]})
+    target.restore(path)
+    assert restored == [["state of gpu 0"]]
+
+
+def test_resuming_restores_the_loss_scaler(tiny_config, tiny_faces):
+    _, _, path = saved_run(tiny_config, tiny_faces, step=1)
+    target = Trainer(tiny_config(stages(2, 2, 2), "optim.optimizer=sgd", run="other"), tiny_faces, progress=False)
+    target.nets.projection = nn.Linear(32, 8, bias=False)
+    _, _, train_state = target.restore(path)
+    loaded = []
+    target.scaler = types.SimpleNamespace(load_state_dict=loaded.append)  # fp16 runs only on a GPU
+    target.load_optimisation_state(target.build_stage(stage_named(target, "recognition")), train_state)
+    assert loaded == [train_state["scaler"]]
+
+
+def test_set_trainable_handles_a_backbone_without_the_fixed_scale_bn(tiny_config, tiny_faces):
+    trainer = Trainer(tiny_config(stages(1, 1, 1), "model.backbone=dlib_resnet", "model.input_size=64",
+                              "model.width=1.0"),
+                      tiny_faces, progress=False)
+    assert not hasattr(trainer.nets.model.backbone.head, "features")
+    trainer.set_trainable(stage_named(trainer, "recognition"))
+    assert all(p.requires_grad for p in trainer.nets.model.backbone.head.parameters())
+
+
+def test_load_model_never_reads_pretrained_weights(tiny_config, tiny_faces, monkeypatch):
+    _, _, path = saved_run(tiny_config, tiny_faces, step=1)
+    as_read = ckpt.config_from_dict
+
+    def pretrained(data):  # the config of a run that started from SFace's weights
+        cfg = as_read(data)
+        object.__setattr__(cfg.model, "pretrained", "sface")
+        return cfg
+
+    built, build = [], ckpt.build_model
+    monkeypatch.setattr(ckpt, "config_from_dict", pretrained)
+    monkeypatch.setattr(ckpt, "build_model", lambda model_cfg, **kw: built.append(model_cfg.pretrained) or build(model_cfg, **kw))
+    _, cfg, _ = load_model(path)
+    assert built == [""] and cfg.model.pretrained == "sface"

@@ -17,7 +17,7 @@ from .conftest import stages
 
 WEIGHTS = [
     "loss.rec=1.3", "loss.rec_clean=0.7", "loss.occ=0.9", "loss.mask=0.4", "loss.dec=0.3", "loss.pix=2.5",
-    "loss.pix_inside=3.0", "loss.adv=0.2", "loss.id=0.6", "loss.rec_restored=0.8", "loss.grl_lambda=0.5",
+    "loss.pix_inside=3.0", "loss.adv=0.2", "loss.id=0.6", "loss.rec_restored=0.8", "model.grl_strength=0.5",
 ]
 
 
@@ -54,7 +54,7 @@ def test_trainer_step_sends_the_reversed_decoupling_gradient_into_the_backbone(t
     state = trainer.build_stage(stage_named(trainer, "recognition"))
     batch = first_batch(trainer)
     decouple = trainer.nets.model.decouple
-    assert decouple.grl_strength == 0.5  # loss.grl_lambda reaches the model
+    assert decouple.grl_strength == 0.5  # model.grl_strength reaches the model
     reversed_grad, parts = backbone_grad(trainer, state, batch)
     decouple.grl_strength = 0.0  # the adversary's gradient stops at x_id
     without, _ = backbone_grad(trainer, state, batch)
@@ -222,5 +222,11 @@ def test_load_model_restores_every_tensor_and_refuses_a_missing_one(tiny_config,
     dropped = next(k for k in tensors if k.startswith("model.generator.") and k.endswith(".weight"))
     del tensors[dropped]
     save_file(tensors, str(damaged / ckpt.WEIGHTS))
-    with pytest.raises(ValueError, match="do not match"):
+    # one line that names the missing weight
+    with pytest.raises(ValueError, match=rf"do not match .*: Missing key\(s\) in state_dict: \"{dropped[len('model.'):]}\"") as err:
+        ckpt.load_model(damaged)
+    assert "\n" not in str(err.value)
+    tensors[dropped.replace(".weight", ".extra")] = torch.zeros(1)
+    save_file(tensors, str(damaged / ckpt.WEIGHTS))
+    with pytest.raises(ValueError, match=r"Missing key.*Unexpected key\(s\) in state_dict: \".*\.extra\""):
         ckpt.load_model(damaged)

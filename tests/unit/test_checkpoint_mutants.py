@@ -166,3 +166,19 @@ def test_flat_state_skips_an_absent_module_wherever_it_stands():
 
     flat = ckpt.flat_state({"model": nn.Linear(2, 2), "discriminator": None, "projection": nn.Linear(2, 3, bias=False)})
     assert set(flat) == {"model.weight", "model.bias", "projection.weight"}
+
+
+def test_pruning_never_fails_a_run_when_an_old_folder_cannot_be_deleted(tmp_path, monkeypatch):
+    # e.g. a network file system, or another process reading the folder: the run goes on
+    for name in ("step_00000001", "step_00000002", "step_00000003", ".step_00000004.tmp"):
+        (tmp_path / name).mkdir()
+    attempted = []
+
+    def rmtree(path, ignore_errors=False):
+        attempted.append(path.name)
+        if not ignore_errors:
+            raise PermissionError(f"cannot delete {path}")
+
+    monkeypatch.setattr(ckpt.shutil, "rmtree", rmtree)
+    ckpt.prune(tmp_path, keep=1, protect={"step_00000002"})
+    assert sorted(attempted) == [".step_00000004.tmp", "step_00000001"]

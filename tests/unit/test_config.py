@@ -87,10 +87,21 @@ def test_every_model_argument_is_a_model_config_field():
     from meer.config import ModelConfig
     from meer.models.meer import MEER, build_model
 
-    arguments = set(inspect.signature(MEER).parameters) - {"grl_strength"}  # a loss-side setting
+    arguments = set(inspect.signature(MEER).parameters)
     assert arguments <= {f.name for f in dataclasses.fields(ModelConfig)}
     cfg = ModelConfig(backbone="iresnet18", width=0.125, input_size=32, embedding_dim=24, num_mask_types=5,
-                      generator_width=8, occlusion_threshold=0.3)
-    model = build_model(cfg, grl_strength=0.25)
+                      generator_width=8, occlusion_threshold=0.3, grl_strength=0.25)
+    model = build_model(cfg)
     assert model.embedding_dim == 24 and model.input_size == 32 and model.occlusion_threshold == 0.3
     assert model.decouple.mask_head.out_features == 5 and model.decouple.grl_strength == 0.25
+
+
+def test_configs_of_earlier_versions_still_load():
+    from meer.config import config_from_dict, load_config
+
+    saved = load_config("tiny").to_dict()
+    del saved["model"]["grl_strength"]
+    saved["loss"]["grl_lambda"] = 0.3  # where it was before
+    assert config_from_dict(saved).model.grl_strength == 0.3
+    assert load_config("tiny", ["loss.grl_lambda=0.6"]).model.grl_strength == 0.6
+    assert load_config("tiny", ["model.grl_strength=0.2"]).model.grl_strength == 0.2

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from meer.config import LossConfig, TeacherConfig
+from meer.config import MODULE_GROUPS, LossConfig, TeacherConfig
 from meer.losses.decoupling import occlusion_loss, orthogonality_loss
 from meer.losses.gan import GANLoss, feature_matching_loss
 from meer.models.discriminator import PatchDiscriminator
@@ -55,6 +55,7 @@ def test_nets_name_their_trainable_groups_as_stages_do():
     nets = make_nets(teacher=True)
     groups = nets.modules()
     assert list(groups) == ["backbone", "decouple", "centres", "projection", "generator", "discriminator"]
+    assert set(groups) == {*MODULE_GROUPS, "projection"}  # the names a stage's config may use
     assert groups["backbone"] is nets.model.backbone and groups["decouple"] is nets.model.decouple
     assert groups["centres"] is nets.classifier and groups["projection"] is nets.projection
     assert groups["generator"] is nets.model.generator and groups["discriminator"] is nets.discriminator

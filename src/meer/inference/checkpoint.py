@@ -197,10 +197,12 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     meta = read_state(path)
     cfg = config_from_dict(meta["config"])
     # the checkpoint holds every weight: no need for (nor dependency on) pretrained files
-    model = build_model(dataclasses.replace(cfg.model, pretrained=""), grl_strength=cfg.loss.grl_lambda)
+    model = build_model(dataclasses.replace(cfg.model, pretrained=""))
     tensors = split_state(load_weights(path), "model")
     try:
         model.load_state_dict(tensors)
-    except RuntimeError as err:
-        raise ValueError(f"{path}: weights do not match the model its config describes ({str(err).splitlines()[0]})") from err
+    except RuntimeError as err:  # torch's first line names only the class; the next ones the keys
+        detail = " ".join(line.strip() for line in str(err).splitlines()[1:])
+        detail = detail if len(detail) <= 300 else detail[:297] + "..."
+        raise ValueError(f"{path}: weights do not match the model its config describes: {detail}") from err
     return model.to(device).eval(), cfg, meta

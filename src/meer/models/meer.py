@@ -119,9 +119,9 @@ class MEER(nn.Module):
         return Unmasked(raw, composite(raw, images, region), occlusion, region)
 
 
-def build_model(model_cfg, grl_strength: float = 1.0) -> MEER:
+def build_model(model_cfg) -> MEER:
     """A :class:`MEER` from a :class:`meer.config.ModelConfig`: every config field that names one of
     MEER's arguments is passed as it is (the others, such as ``frozen_stages``, are for training)."""
     arguments = inspect.signature(MEER).parameters
     fields = {k: v for k, v in dataclasses.asdict(model_cfg).items() if k in arguments}
-    return MEER(**fields, grl_strength=grl_strength)
+    return MEER(**fields)

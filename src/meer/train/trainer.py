@@ -29,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
 import meer
-from meer.config import Config, StageConfig
+from meer.config import RECOGNISER_GROUPS, Config, StageConfig
 from meer.data.dataset import MaskedFaces, StepSampler, mask_renderer
 from meer.data.faceset import FaceSet, mix
 from meer.data.masks import MASK_CLASSES
@@ -45,7 +45,11 @@ from meer.train.objectives import Nets, discriminator_objective, generator_objec
 
 log = logging.getLogger(__name__)
 
-RECOGNISER = ("backbone", "decouple", "centres", "projection")
+
+def trained_groups(stage: StageConfig) -> set[str]:
+    """The module groups (:meth:`Nets.modules`) a stage trains: those it names, and the
+    distillation projection with the backbone."""
+    return set(stage.train) | ({"projection"} if "backbone" in stage.train else set())
 
 
 def versions() -> dict[str, str]:
@@ -69,7 +73,7 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 def build_nets(cfg: Config, num_classes: int) -> Nets:
     """Model, classifier (sharded across ranks when ``train.shard_centres``) and discriminator."""
-    model = build_model(cfg.model, grl_strength=cfg.loss.grl_lambda)
+    model = build_model(cfg.model)
     margin = make_margin(cfg.margin.type, cfg.margin.scale, cfg.margin.m1, cfg.margin.m2, cfg.margin.m3)
     head = ShardedMarginSoftmaxLoss if cfg.train.shard_centres else MarginSoftmaxLoss
     discriminator = (
@@ -272,10 +276,11 @@ class Trainer:
     def set_trainable(self, stage: StageConfig) -> None:
         """Freeze every group the stage does not train; frozen groups run in eval mode so
         their BatchNorm statistics stay as the earlier stage left them."""
+        trained = trained_groups(stage)
         for name, module in self.nets.modules().items():
             if module is None:
                 continue
-            trainable = name in stage.train or (name == "projection" and "backbone" in stage.train)
+            trainable = name in trained
             module.train(trainable)
             for param in module.parameters():
                 param.requires_grad_(trainable)
@@ -303,7 +308,8 @@ class Trainer:
             return [p for g in groups if modules[g] is not None for p in modules[g].parameters() if p.requires_grad]
 
         optimisers: dict[str, torch.optim.Optimizer] = {}
-        recogniser = params([g for g in RECOGNISER if g in stage.train])
+        trained = trained_groups(stage)
+        recogniser = params([g for g in (*RECOGNISER_GROUPS, "projection") if g in trained])
         if recogniser:
             lr = optim.lr * stage.lr_scale
             if optim.optimizer == "sgd":
