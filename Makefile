@@ -40,7 +40,10 @@ CORE_MUTANTS := meer.losses.* meer.models.layers.* meer.models.heads.* meer.mode
 	meer.train.objectives.* meer.inference.checkpoint.* meer.calibration.* meer.eval.verification.* \
 	meer.train.trainer.x_build_nets* meer.train.trainer.x_lr_lambda* meer.train.trainer.xǁTrainerǁset_trainable* \
 	meer.train.trainer.xǁTrainerǁbuild_stage* meer.train.trainer.xǁTrainerǁrestore* \
-	meer.train.trainer.xǁTrainerǁload_optimisation_state*
+	meer.train.trainer.xǁTrainerǁload_optimisation_state* \
+	meer.api.model.xǁFaceModelǁverify* meer.api.model.xǁFaceModelǁunmask* meer.api.model.xǁFaceModelǁidentify* \
+	meer.api.model.xǁFaceModelǁthreshold_for* meer.api.model.xǁFaceModelǁmask_verdicts* \
+	meer.web.app.xǁ_Serviceǁread_form* meer.web.app.xǁ_Serviceǁface*
 mutants: $(STAMP)
 	nice -n 19 $(BIN)/mutmut run --max-children 1 $(MUTANTS)
 	$(BIN)/python scripts/mutation_report.py $(MUTANTS)

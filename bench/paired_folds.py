@@ -3,8 +3,8 @@
     python bench/paired_folds.py runs/lfw-sface/results.json "MEER on SFace" "SFace (no training)"
 
 Reads ``results.json`` (written by ``bench/lfw_benchmark.py``) and prints, for each setting,
-the mean and population std of ``A - B`` over the test folds (accuracy points) and in how many
-folds A is ahead, level and behind. Folds are the same pairs for every system, so the paired
+the mean and population std of ``A - B`` over the test folds (accuracy points), its 95%
+t-interval, and in how many folds A is ahead and behind (``meer.eval.verification.paired_difference``). Folds are the same pairs for every system, so the paired
 difference is far less noisy than comparing the two means with their own spreads.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 
-import numpy as np
+from meer.eval.verification import paired_difference
 
 
 def main() -> None:
@@ -30,12 +30,8 @@ def main() -> None:
         if name not in systems:
             raise SystemExit(f"no system {name!r} in {args.results}; it has {sorted(systems)}")
     for setting in systems[args.a]["test"]:
-        a = np.array(systems[args.a]["test"][setting]["fold_accuracies"]) * 100
-        b = np.array(systems[args.b]["test"][setting]["fold_accuracies"]) * 100
-        d = a - b
-        print(f"{setting}: {d.mean():+.2f} ± {d.std():.2f} points over {len(d)} folds "
-              f"(ahead {int((d > 0).sum())}, level {int((d == 0).sum())}, behind {int((d < 0).sum())})")
-
+        a, b = (systems[name]["test"][setting]["fold_accuracies"] for name in (args.a, args.b))
+        print(f"{setting}: {paired_difference(a, b)}")
 
 if __name__ == "__main__":
     main()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from meer.eval.suite import (
     verification_rows,
     write_restoration_grid,
 )
+from meer.eval.verification import PairedDifference, paired_difference
 from meer.io import atomic_write_text
 from meer.train.trainer import Trainer, versions
 
@@ -40,10 +41,10 @@ MASK_SEED = 12345  # test masks: the same for every system and every run
 
 @dataclass
 class DemoSettings:
-    test_identities: int = 100
+    test_identities: int = 300
     test_images_per_identity: int = 6
     folds: int = 10
-    pairs_per_fold: int = 100  # same and different pairs each
+    pairs_per_fold: int = 300  # same and different pairs each: 6,000 pairs
     grid_rows: int = 8
     step_scale: float = 1.0  # multiplies every stage's steps (quick checks use e.g. 0.05)
     overrides: list[str] = field(default_factory=list)
@@ -100,12 +101,14 @@ def run_demo(out_dir: str | Path = "runs/demo", settings: DemoSettings | None = 
                  f"ROC, {setting} (held-out synthetic identities)")
     if meer_result is not None:
         write_restoration_grid(report / "restorations.png", meer_result, settings.grid_rows)
+    conclusion = compare(results)
+    metrics["meer_minus_baseline"] = {s: asdict(d) for s, d in conclusion.items()}
     metrics["wall_seconds"] = round(time.perf_counter() - start, 1)
     write_metrics_json(report / "metrics.json", metrics)
-    table = summary_table(results)
-    atomic_write_text(report / "summary.md", summary_markdown(table, meer_cfg, metrics, settings, len(pairs)))
+    table, words = summary_table(results), conclusion_text(conclusion)
+    atomic_write_text(report / "summary.md", summary_markdown(table, words, meer_cfg, metrics, settings, len(pairs)))
     print(table)
-    print(f"\nwall time {metrics['wall_seconds']:.0f} s; report: {report}")
+    print(f"\n{words}\n\nwall time {metrics['wall_seconds']:.0f} s; report: {report}")
     return report
 
 
@@ -125,6 +128,33 @@ def protocol(settings: DemoSettings, num_pairs: int) -> dict[str, Any]:
     }
 
 
+def compare(results: dict[str, tuple[ProtocolResult, float]]) -> dict[str, PairedDifference]:
+    """MEER minus the baseline in each setting, paired over the folds."""
+    meer, baseline = (results[name][0].verification for name in SYSTEMS)
+    return {s: paired_difference(meer[s].fold_accuracies, baseline[s].fold_accuracies) for s in SETTINGS}
+
+
+def conclusion_text(differences: dict[str, PairedDifference]) -> str:
+    """The demo's conclusion, in words that follow the paired differences."""
+    baseline = list(SYSTEMS)[1]
+    lines = [f"MEER minus {baseline}, accuracy paired over the same folds:"]
+    lines += [f"  {setting}: {d} -> {d.verdict}" for setting, d in differences.items()]
+    verdicts = {s: d.verdict for s, d in differences.items()}
+    ahead = [s for s, v in verdicts.items() if v == "ahead"]
+    behind = [s for s, v in verdicts.items() if v == "behind"]
+    if not ahead and not behind:
+        lines.append("At this budget the two systems are not separable in any setting.")
+    else:
+        if ahead:
+            lines.append(f"MEER is ahead in {', '.join(ahead)}.")
+        if behind:
+            lines.append(f"MEER is behind in {', '.join(behind)}.")
+        rest = [s for s, v in verdicts.items() if v == "not separable"]
+        if rest:
+            lines.append(f"Not separable in {', '.join(rest)}.")
+    return "\n".join(lines)
+
+
 def summary_table(results: dict[str, tuple[ProtocolResult, float]]) -> str:
     rows = []
     for name, (result, seconds) in results.items():
@@ -132,7 +162,7 @@ def summary_table(results: dict[str, tuple[ProtocolResult, float]]) -> str:
     return markdown_table(rows, [*verification_columns("System"), ("train_s", "train s", "{:.0f}")])
 
 
-def summary_markdown(table: str, cfg: Config, metrics: dict, settings: DemoSettings, num_pairs: int) -> str:
+def summary_markdown(table: str, words: str, cfg: Config, metrics: dict, settings: DemoSettings, num_pairs: int) -> str:
     stages = ", ".join(f"{s.name} {s.steps}" for s in cfg.stages)
     return f"""# meer demo report
 
@@ -142,6 +172,10 @@ other folds; mean over folds). Masks rendered once per test image (seed {MASK_SE
 {", ".join(MASK_TYPES[1:])}. M-U: the second face of each pair is masked.
 
 {table}
+
+```
+{words}
+```
 
 - Model: {cfg.model.backbone} x{cfg.model.width} at {cfg.model.input_size}x{cfg.model.input_size},
   {cfg.model.embedding_dim}-d embedding, {cfg.margin.type} (s={cfg.margin.scale}).

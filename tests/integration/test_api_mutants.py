@@ -151,8 +151,18 @@ def test_identify_ranks_the_gallery_by_cosine_best_first(model):
 
 def test_identify_keeps_the_gallery_order_between_equal_scores(model):
     face = crops(1)[0]
-    gallery = model.enroll({"first": [face], "second": [face], "third": [face]}, aligned=True)
-    assert [m.name for m in model.identify(face, gallery, top_k=3, aligned=True)] == ["first", "second", "third"]
+    names = [f"person {i:02d}" for i in range(40)]  # past numpy's insertion-sort size: quicksort is not stable
+    gallery = model.enroll({name: [face] for name in names}, aligned=True)
+    assert [m.name for m in model.identify(face, gallery, top_k=40, aligned=True)] == names
+
+
+def test_by_default_photos_are_detected_and_five_people_named(model):
+    photos = crops(7, seed=2)
+    gallery = model.enroll({f"p{i}": [p] for i, p in enumerate(photos)}, aligned=True)
+    assert len(model.identify(photos[0], gallery, aligned=True)) == 5
+    for call in (lambda: model.identify(photos[0], gallery), lambda: model.unmask(photos[0])):
+        with pytest.raises(ValueError, match="detector=None: pass aligned crops"):  # it tried to detect
+            call()
 
 
 def test_identify_refuses_a_gallery_of_another_model(model):
@@ -192,9 +202,9 @@ def form(files: list[tuple[str, str, bytes]], pad: int = 0) -> tuple[bytes, str]
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-def post(app, path: str, chunks, content_type: str, content_length: int | str | None = None):
+def post(app, path: str, chunks, content_type: str | None, content_length: int | str | None = None):
     """``(status, JSON, chunks read)``: POST ``chunks`` (an iterator of bytes) to the ASGI app."""
-    headers = [(b"content-type", content_type.encode())]
+    headers = [] if content_type is None else [(b"content-type", content_type.encode())]
     if content_length is not None:
         headers.append((b"content-length", str(content_length).encode()))
     scope = {"type": "http", "method": "POST", "path": path, "raw_path": path.encode(), "query_string": b"",
@@ -260,9 +270,12 @@ def test_an_endless_upload_is_drained_only_up_to_its_bound(app):
     assert read == DRAIN_FACTOR * LIMIT // 1_000 + 1  # the first chunk past the bound stops the reading
 
 
-def test_only_multipart_forms_are_read(app):
+@pytest.mark.parametrize("content_type", ["application/json", None])
+def test_only_multipart_forms_are_read(app, content_type):
     body, _ = form([("image", "a.png", png(flat(0)))])
-    assert error(post(app, "/api/embed", [body], "application/json", len(body))) == (415, "not_multipart")
+    status, answer, _ = post(app, "/api/embed", [body], content_type, len(body))
+    assert (status, answer["error"]["code"]) == (415, "not_multipart")
+    assert answer["error"]["message"] == "send the images as multipart/form-data"
 
 
 @pytest.mark.parametrize("files, code", [(3, "bad_request"), (2, None)])
@@ -288,3 +301,9 @@ def test_an_image_over_the_pixel_cap_is_refused_before_decoding_and_named_by_its
     assert "image (big.png)" in answer["error"]["message"]
     body, kind = form([("image", "fits.png", png(np.zeros((40, 40, 3), np.uint8)))])
     assert post(app, "/api/embed", [body], kind, len(body))[0] != 413
+
+
+def test_an_upload_without_a_file_name_is_named_by_its_field_alone(app):
+    body, kind = form([("image", "", png(np.zeros((41, 40, 3), np.uint8)))])
+    status, answer, _ = post(app, "/api/embed", [body], kind, len(body))
+    assert status == 413 and answer["error"]["message"].startswith("image is ")

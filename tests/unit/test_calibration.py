@@ -51,6 +51,7 @@ def test_per_setting_thresholds_are_found_stored_and_applied(tmp_path):
     write_calibration(tmp_path, Calibration.from_settings(chosen, "val per setting"))
     stored = read_calibration(tmp_path)
     assert stored.per_setting and stored.setting == "M-U"
+    assert (stored.protocol, stored.accuracy) == ("val per setting", chosen["M-U"][1])
     assert stored.threshold == stored.threshold_for("M-U") == stored.threshold_for(None) == chosen["M-U"][0]
     assert stored.threshold_for("U-U") > stored.threshold_for("M-U") + 0.1 > stored.threshold_for("M-M") + 0.2
     assert stored.accuracies == {"U-U": 1.0, "M-U": 1.0, "M-M": 1.0}

@@ -68,3 +68,36 @@ def test_tar_at_far_reads_every_roc_point():
     tpr_at_one_false = np.mean(scores[:6] > scores[6])  # the best threshold with one false accept
     assert result.tar_at_far[0.01] == pytest.approx(tpr_at_one_false)
     assert len(result.fpr) == len(np.unique(scores)) + 1
+
+
+def test_paired_difference_reads_the_folds_together():
+    from meer.eval.verification import paired_difference
+
+    # A is exactly one point ahead in every fold: no spread, a certain lead, though each system's
+    # own fold std (10 points) dwarfs the difference
+    b = np.array([0.80, 0.90, 0.70, 1.00, 0.85])
+    d = paired_difference(b + 0.01, b)
+    assert d.mean == pytest.approx(1.0) and d.std == pytest.approx(0.0, abs=1e-9)
+    assert (d.ahead, d.behind, d.folds, d.verdict) == (5, 0, 5, "ahead")
+    # +2 and -1 points alternating: mean +0.5, std 1.5, t(0.975, 3) = 3.182 -> not separable
+    d = paired_difference(b[:4] + np.array([0.02, -0.01, 0.02, -0.01]), b[:4])
+    half = 3.182446 * np.std([2, -1, 2, -1], ddof=1) / 2
+    assert (d.mean, d.std) == pytest.approx((0.5, 1.5))
+    assert (d.low, d.high) == pytest.approx((0.5 - half, 0.5 + half), abs=1e-5)
+    assert (d.ahead, d.behind, d.verdict) == (2, 2, "not separable")
+    assert paired_difference(b, b + 0.02).verdict == "behind"
+    assert str(paired_difference(b + 0.01, b)).startswith("+1.00 ± 0.00 points over 5 folds (95% interval +1.00 to +1.00")
+    with pytest.raises(ValueError, match="two or more shared folds"):
+        paired_difference([0.9], [0.8])
+
+
+def test_the_demo_words_follow_the_paired_differences():
+    from meer.demo import conclusion_text
+    from meer.eval.verification import paired_difference
+
+    level = paired_difference([0.90, 0.92, 0.91], [0.91, 0.91, 0.91])
+    ahead = paired_difference([0.93, 0.95, 0.94], [0.91, 0.92, 0.92])
+    text = conclusion_text({"U-U": level, "M-U": ahead, "M-M": level})
+    assert "M-U: +2.33" in text and text.endswith("MEER is ahead in M-U.\nNot separable in U-U, M-M.")
+    text = conclusion_text({"U-U": level, "M-U": level, "M-M": level})
+    assert text.endswith("At this budget the two systems are not separable in any setting.")

@@ -243,3 +243,43 @@ def verify_pairs(
         tpr=tpr,
         thresholds=roc_thresholds,
     )
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """System A minus system B on the same folds, in accuracy points.
+
+    The folds hold the same pairs for both systems, so the per-fold difference removes the
+    folds' own difficulty: its spread is far smaller than either system's fold std.
+    ``low``/``high`` bound a 95% t-interval of the mean difference over the folds.
+    """
+
+    mean: float
+    std: float  # population std over folds, as the accuracies'
+    low: float
+    high: float
+    ahead: int  # folds where A is ahead
+    behind: int
+    folds: int
+
+    @property
+    def verdict(self) -> str:
+        """``"ahead"`` / ``"behind"`` when the interval excludes 0, else ``"not separable"``."""
+        return "ahead" if self.low > 0 else "behind" if self.high < 0 else "not separable"
+
+    def __str__(self) -> str:
+        return (f"{self.mean:+.2f} ± {self.std:.2f} points over {self.folds} folds (95% interval "
+                f"{self.low:+.2f} to {self.high:+.2f}; ahead in {self.ahead}, behind in {self.behind})")
+
+
+def paired_difference(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> PairedDifference:
+    """Compare per-fold accuracies (fractions) of two systems on the same folds."""
+    from scipy.stats import t
+
+    d = (np.asarray(a, np.float64) - np.asarray(b, np.float64)) * 100
+    if d.ndim != 1 or len(d) < 2:
+        raise ValueError(f"need the accuracies of two or more shared folds, got shape {d.shape}")
+    half = t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    mean = float(d.mean())
+    return PairedDifference(mean, float(d.std()), mean - half, mean + half, int((d > 0).sum()),
+                            int((d < 0).sum()), len(d))
