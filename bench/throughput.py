@@ -211,6 +211,8 @@ def main() -> None:
     parser.add_argument("--profile", default="cpu", help=argparse.SUPPRESS)
     parser.add_argument("--profile-top", dest="top", type=int, default=0, metavar="N",
                         help="also list the N operators with the most self time in each training step")
+    parser.add_argument("--repeat", type=int, default=1, metavar="R",
+                        help="measure the training steps in R rounds, in turn, and report the medians")
     args = parser.parse_args()
     if args.what:
         child(args)
@@ -223,7 +225,16 @@ def main() -> None:
     device = torch.cuda.get_device_name(0) if args.cuda else f"{platform.processor() or platform.machine()} CPU"
     print(f"profile {profile}: {PROFILES[profile]['base']}, batch {PROFILES[profile]['batch']}, "
           f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads\n")
-    rows = {name: run_child(profile, name, args.top) for name in SYSTEMS}
+    # Rounds in turn (ArcFace, stage 1, 2, 3, ArcFace, ...), each system's median step kept: a
+    # change in the machine's load falls on every system instead of on one.
+    runs = {name: [] for name in SYSTEMS}
+    for round_index in range(args.repeat):
+        for name in SYSTEMS:
+            runs[name].append(run_child(profile, name, args.top if round_index == 0 else 0))
+    rows = {}
+    for name, results in runs.items():
+        median = sorted(results, key=lambda r: r["step_ms"])[len(results) // 2]
+        rows[name] = {**median, "top": results[0].get("top"), "all_ms": [r["step_ms"] for r in results]}
     base = rows["ArcFace"]
     print("| training step | images/s | ms/step | peak memory MB | time ratio to ArcFace | target | met |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
@@ -232,6 +243,10 @@ def main() -> None:
         target = TARGETS.get(name)
         goal = f"<= {target:.2f} | {'yes' if ratio <= target else 'no'}" if target else "| "
         print(f"| {name} | {r['images_per_s']:.1f} | {r['step_ms']:.1f} | {r['peak_mb']:.0f} | {ratio:.2f} | {goal} |")
+    if args.repeat > 1:
+        print(f"\nms/step in each of the {args.repeat} rounds (the table shows the median):")
+        for name, r in rows.items():
+            print(f"  {name:<28} {', '.join(f'{ms:.1f}' for ms in r['all_ms'])}")
     for name, r in rows.items():
         if r.get("top"):
             print(f"\n{name}: operators with the most self time, per step")

@@ -150,17 +150,23 @@ def test_identify_ranks_the_gallery_by_cosine_best_first(model):
 
 
 def test_identify_keeps_the_gallery_order_between_equal_scores(model):
-    face = crops(1)[0]
-    names = [f"person {i:02d}" for i in range(40)]  # past numpy's insertion-sort size: quicksort is not stable
-    gallery = model.enroll({name: [face] for name in names}, aligned=True)
-    assert [m.name for m in model.identify(face, gallery, top_k=40, aligned=True)] == names
+    probe, other = crops(2)
+    # 40 people enrolled from two photos: two groups of equal scores, mixed so that numpy's
+    # default (quicksort) order differs from the stable one
+    first = [i % 3 == 0 or i % 7 == 0 for i in range(40)]
+    people = {f"person {i:02d}": [probe if f else other] for i, f in enumerate(first)}
+    gallery = model.enroll(people, aligned=True)
+    expected = [n for n, f in zip(people, first) if f] + [n for n, f in zip(people, first) if not f]
+    assert [m.name for m in model.identify(probe, gallery, top_k=40, aligned=True)] == expected
 
 
 def test_by_default_photos_are_detected_and_five_people_named(model):
     photos = crops(7, seed=2)
     gallery = model.enroll({f"p{i}": [p] for i, p in enumerate(photos)}, aligned=True)
     assert len(model.identify(photos[0], gallery, aligned=True)) == 5
-    for call in (lambda: model.identify(photos[0], gallery), lambda: model.unmask(photos[0])):
+    calls = (lambda: model.identify(photos[0], gallery), lambda: model.unmask(photos[0]),
+             lambda: model.verify(photos[0], photos[1]), lambda: model.mask_verdicts(photos[:1]))
+    for call in calls:
         with pytest.raises(ValueError, match="detector=None: pass aligned crops"):  # it tried to detect
             call()
 
@@ -217,6 +223,8 @@ def post(app, path: str, chunks, content_type: str | None, content_length: int |
         chunk = next(chunks, None)
         if chunk is None:
             return {"type": "http.request", "body": b"", "more_body": False}
+        if chunk == DISCONNECT:
+            return {"type": "http.disconnect"}
         read[0] += 1
         return {"type": "http.request", "body": chunk, "more_body": True}
 
@@ -226,6 +234,9 @@ def post(app, path: str, chunks, content_type: str | None, content_length: int |
     asyncio.run(app(scope, receive, send))
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     return sent[0]["status"], json.loads(body), read[0]
+
+
+DISCONNECT = b"<the client goes away>"
 
 
 def split(body: bytes, size: int = 500):
@@ -307,3 +318,27 @@ def test_an_upload_without_a_file_name_is_named_by_its_field_alone(app):
     body, kind = form([("image", "", png(np.zeros((41, 40, 3), np.uint8)))])
     status, answer, _ = post(app, "/api/embed", [body], kind, len(body))
     assert status == 413 and answer["error"]["message"].startswith("image is ")
+
+
+def test_a_client_that_goes_away_mid_upload_gets_a_bad_request(app):
+    body, kind = form([("image", "a.png", png(flat(0)))])
+    status, answer, _ = post(app, "/api/embed", [body[:100], DISCONNECT], kind, len(body))
+    assert (status, answer["error"]) == (
+        400, {"code": "bad_request", "message": "the client went away during the upload", "field": None})
+
+
+def test_the_size_refusal_states_the_limit_in_megabytes(model):
+    app = create_app(model, Limits(max_upload_bytes=3 * 2**19))
+    body, kind = form([("image", "a.png", png(flat(0)))])
+    status, answer, _ = post(app, "/api/embed", [body], kind, 2**21)
+    assert (status, answer["error"]["message"]) == (413, "the upload is over the limit of 1.5 MB")
+
+
+def test_a_form_takes_at_most_eight_fields_besides_its_files(app):
+    body, kind = form([("image", "a.png", png(flat(0)))])  # two fields: aligned and pad
+    extra = "".join(f'--meerboundary\r\nContent-Disposition: form-data; name="x{i}"\r\n\r\n1\r\n' for i in range(6))
+    at_most = extra.encode() + body
+    assert post(app, "/api/embed", [at_most], kind, len(at_most))[0] == 200
+    one_more = b'--meerboundary\r\nContent-Disposition: form-data; name="x6"\r\n\r\n1\r\n' + at_most
+    status, answer, _ = post(app, "/api/embed", [one_more], kind, len(one_more))
+    assert (status, answer["error"]["code"]) == (400, "bad_request") and "Too many fields" in answer["error"]["message"]

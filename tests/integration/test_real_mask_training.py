@@ -106,6 +106,33 @@ def test_pull_reads_only_real_rows_and_distill_only_twins(trainer):
     assert after["pull"] == pytest.approx(before["pull"], rel=1e-6)
 
 
+def test_pull_is_its_weight_times_the_distance_of_the_real_rows_only(trainer):
+    from meer.train.objectives import cosine_distance
+
+    nets = trainer.nets
+    nets.projection = nn.Linear(32, 16, bias=False)
+    batch, real = batch_with_both(trainer)
+    batch["teacher"] = torch.nn.functional.normalize(torch.randn(len(real), 16), dim=1)
+    with torch.no_grad():
+        projected = nets.projection(nets.model(batch["masked"]).embedding)
+        distance = float(cosine_distance(projected[real], batch["teacher"][real]))
+    for weight in (0.5, 2.0):
+        parts = parts_of(trainer, batch, {"recognition"}, TeacherConfig(kind="", distill=1.0, pull=weight))
+        assert parts["pull"] == pytest.approx(weight * distance, rel=1e-5)
+    assert "pull" not in parts_of(trainer, batch, {"recognition"}, TeacherConfig(kind="", distill=1.0, pull=0.0))
+    # a batch without real photos (every row has its twin, or no row says) is pulled by nothing
+    for no_real in (dict(batch, twin=torch.ones_like(batch["twin"])), {k: v for k, v in batch.items() if k != "twin"}):
+        assert parts_of(trainer, no_real, {"recognition"}, TeacherConfig(kind="", distill=1.0, pull=2.0))["pull"] == 0.0
+
+
+def test_a_batch_of_real_photos_only_shows_the_discriminator_no_real_face(trainer):
+    batch, real = batch_with_both(trainer)
+    only_real = {k: v[real] for k, v in batch.items()}
+    with torch.no_grad():
+        d_loss, parts = discriminator_objective(only_real, only_real["masked"], trainer.nets)
+    assert float(parts["d_real"]) == 0.0 and float(d_loss) == pytest.approx(0.5 * float(parts["d_fake"]), rel=1e-6)
+
+
 def test_a_real_photo_is_pulled_to_its_persons_unmasked_photos(real_faces):
     n = len(real_faces)
     targets = torch.nn.functional.normalize(torch.randn(n, 2, 8), dim=-1)

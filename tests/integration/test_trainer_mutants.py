@@ -328,3 +328,20 @@ def test_load_model_never_reads_pretrained_weights(tiny_config, tiny_faces, monk
     monkeypatch.setattr(ckpt, "build_model", lambda model_cfg, **kw: built.append(model_cfg.pretrained) or build(model_cfg, **kw))
     _, cfg, _ = load_model(path)
     assert built == [""] and cfg.model.pretrained == "sface"
+
+
+@pytest.mark.parametrize("length, shown", [(299, 299), (300, 300), (301, None), (900, None)])
+def test_load_model_keeps_a_mismatch_message_to_one_line_of_300_characters(tiny_config, tiny_faces, monkeypatch,
+                                                                            length, shown):
+    _, _, path = saved_run(tiny_config, tiny_faces, step=1)
+    detail = ("Missing key(s) in state_dict: " + "x" * length)[:length]
+
+    def refuse(self, state, *args, **kwargs):
+        raise RuntimeError(f"Error(s) in loading state_dict for MEER:\n\t{detail[:100]}\n\t{detail[101:]}")
+
+    monkeypatch.setattr(nn.Module, "load_state_dict", refuse)
+    with pytest.raises(ValueError) as err:
+        load_model(path)
+    message = str(err.value).split("describes: ", 1)[1]
+    expected = detail[:100] + " " + detail[101:]
+    assert message == (expected if shown else expected[:297] + "...")

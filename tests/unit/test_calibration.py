@@ -120,3 +120,8 @@ def test_the_report_json_keeps_its_keys_for_identification(tmp_path):
     assert entry["rank_accuracy"]["1"] == 1.0
     assert "| masked | 100.00 | 100.00 | 6 | 6 |" in (tmp_path / "summary.md").read_text()
     assert IdentificationCounts(probes=3, gallery=5).to_dict() == {"probes": 3, "gallery": 5}
+
+
+def test_a_per_setting_calibration_must_name_every_setting():
+    with pytest.raises(ValueError, match=r"^calibration thresholds must have exactly the settings \('U-U', 'M-U', 'M-M'\), got \['M-U', 'U-U'\]$"):
+        Calibration(0.3, "val", thresholds={"U-U": 0.4, "M-U": 0.3})

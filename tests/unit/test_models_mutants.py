@@ -227,3 +227,16 @@ def test_build_model_builds_the_network_the_model_config_describes():
     assert build_model(dataclasses.replace(cfg, grl_strength=1.0)).decouple.grl_strength == 1.0
     plain = build_model(ModelConfig(backbone="iresnet18", width=0.125, input_size=32, decouple=False, generator=False))
     assert plain.decouple is None and plain.generator is None
+
+
+def test_the_generator_upsamples_with_half_pixel_centres_before_reading_the_skip():
+    from meer.models.generator import UpBlock
+
+    block = UpBlock(cin=1, cskip=1, cout=1)
+    block.body = nn.Identity()  # what reaches the convolutions
+    x = torch.tensor([[[[0.0, 1.0], [2.0, 3.0]]]])
+    skip = torch.full((1, 1, 4, 4), 7.0)
+    out = block(x, skip)
+    # half-pixel centres: the first row of a 2 -> 4 upsampling of [0, 1] is [0, 0.25, 0.75, 1]
+    assert torch.allclose(out[0, 0, 0], torch.tensor([0.0, 0.25, 0.75, 1.0]))
+    assert torch.equal(out[:, 1:], skip)

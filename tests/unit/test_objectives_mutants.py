@@ -204,3 +204,12 @@ def test_the_masked_faces_are_encoded_once_and_that_encoding_is_unmasked():
     nets.model.backbone.stem.register_forward_hook(lambda module, args, out: seen.append(args[0]))
     generator_objective(batch, nets, LossConfig(), {"recognition", "synthesis"})
     assert sum(x is batch["masked"] for x in seen) == 1
+
+
+def test_the_gan_loss_is_least_squares_unless_asked_otherwise():
+    scores = torch.tensor([0.5, -1.0])
+    gan = GANLoss()
+    assert gan.mode == "lsgan"
+    # least squares: real targets 1, fake targets 0
+    close(gan(scores, real=True), torch.tensor(((0.5 - 1) ** 2 + (-1.0 - 1) ** 2) / 2), "real")
+    close(gan(scores, real=False), torch.tensor((0.5**2 + 1.0) / 2), "fake")

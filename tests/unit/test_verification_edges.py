@@ -101,3 +101,20 @@ def test_the_demo_words_follow_the_paired_differences():
     assert "M-U: +2.33" in text and text.endswith("MEER is ahead in M-U.\nNot separable in U-U, M-M.")
     text = conclusion_text({"U-U": level, "M-U": level, "M-M": level})
     assert text.endswith("At this budget the two systems are not separable in any setting.")
+
+
+def test_reject_all_threshold_sits_one_above_the_highest_score():
+    from meer.eval.verification import best_threshold
+
+    assert best_threshold(np.array([0.2, 0.5]), np.array([False, False])) == (1.5, 1.0)
+
+
+def test_a_midpoint_that_rounds_onto_a_score_still_splits_it_by_the_rule():
+    from meer.eval.verification import best_threshold
+
+    # two scores one float apart: their midpoint rounds to the lower one, which must count as
+    # "different" (same iff score > threshold), so this threshold separates them perfectly
+    low = 0.5
+    high = float(np.nextafter(low, 1.0))
+    threshold, accuracy = best_threshold(np.array([low, high]), np.array([False, True]))
+    assert (threshold, accuracy) == (low, 1.0)

@@ -104,7 +104,8 @@ def generator_objective(
             projected = nets.projection(encoded.embedding)
             parts["distill"] = teacher.distill * cosine_distance(projected, target, twin)
             if teacher.pull > 0:
-                real = torch.ones_like(labels, dtype=torch.float) if twin is None else 1 - twin
+                # only photos of real masks are pulled; a batch without any adds 0
+                real = torch.zeros_like(labels, dtype=torch.float) if twin is None else 1 - twin
                 parts["pull"] = teacher.pull * cosine_distance(projected, target, real)
             if teacher.distill_clean > 0 and has_twins:
                 if clean_encoded is None:
