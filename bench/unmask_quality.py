@@ -94,6 +94,8 @@ def main() -> None:
     parser.add_argument("--split", choices=("test", "validation"), default="test")
     parser.add_argument("-m", "--model", action="append", default=[],
                         help="a checkpoint, run or release folder (repeatable); label with NAME=PATH")
+    parser.add_argument("--blend", action="append", default=[], metavar="DILATE,FEATHER",
+                        help="composite each model with this growth and feather (px; repeatable); default: its own")
     parser.add_argument("--limit", type=int, default=0, help="only this many faces, spread evenly (0: all)")
     parser.add_argument("--held-out", default="", help="comma-separated mask kinds the models never trained on")
     parser.add_argument("--val-identities", type=int, default=120)
@@ -102,6 +104,12 @@ def main() -> None:
     parser.add_argument("--grid", help="write a 16-face grid PNG here")
     args = parser.parse_args()
     held_out = {k for k in args.held_out.split(",") if k}
+    try:
+        blends = [tuple(int(v) for v in b.split(",")) for b in args.blend]
+    except ValueError:
+        parser.error("--blend takes two whole numbers, DILATE,FEATHER")
+    if any(len(b) != 2 or min(b) < 0 for b in blends):
+        parser.error("--blend takes two whole numbers >= 0, DILATE,FEATHER")
     if held_out - set(KINDS):
         parser.error(f"--held-out: unknown mask kind(s) {sorted(held_out - set(KINDS))}; choose from {KINDS}")
     if not Path(args.lfw_cache).is_dir():
@@ -135,11 +143,14 @@ def main() -> None:
     for spec in args.model:
         label, _, path = spec.rpartition("=")
         model, _, _ = load_model(path)
-        t0 = time.time()
-        restorations = unmask_images(model, masked.images, 64)
-        print(f"{label or path}: unmasked {len(faces)} faces in {time.time() - t0:.0f} s", flush=True)
-        outputs[label or path] = restorations.restored
-        occlusions[label or path] = (restorations.occlusion * 255).round().astype(np.uint8)
+        for blend in blends or [(model.blend_dilate, model.blend_feather)]:
+            model.blend_dilate, model.blend_feather = blend
+            name = (label or path) + (f" (grow {blend[0]}, feather {blend[1]})" if blends else "")
+            t0 = time.time()
+            restorations = unmask_images(model, masked.images, 64)
+            print(f"{name}: unmasked {len(faces)} faces in {time.time() - t0:.0f} s", flush=True)
+            outputs[name] = restorations.restored
+            occlusions[name] = (restorations.occlusion * 255).round().astype(np.uint8)
 
     rows, per_system = [], {}
     for name, restored in outputs.items():
