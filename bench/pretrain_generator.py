@@ -264,11 +264,11 @@ def main() -> None:
         done = step + 1
         if done % cfg.log_every == 0:
             rate = seen_images / (time.time() - t0)
-            log.info("step %d loss %.4f %s lr %.2e %.1f img/s", done, float(total),
+            log.info("step %d loss %.4f %s lr %.2e %.1f img/s", done, float(total.detach()),
                      " ".join(f"{k} {v:.4f}" for k, v in parts.items()), lr_at(cfg, step), rate)
         if done % cfg.eval_every == 0 or done == cfg.steps:
             metrics = {"step": done, **validate(restorer, val_faces, val_masks, cfg.mask_types),
-                       "train/loss": float(total), "images_per_s": seen_images / (time.time() - t0)}
+                       "train/loss": float(total.detach()), "images_per_s": seen_images / (time.time() - t0)}
             log.info("val %s", json.dumps(metrics))
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(metrics) + "\n")

@@ -52,8 +52,8 @@ class MEER(nn.Module):
         generator_width: int = 32,
         generator_arch: str = "skip",
         occlusion_threshold: float = 0.5,
-        blend_dilate: int = 0,
-        blend_feather: int = 0,
+        blend_dilate: int = 2,
+        blend_feather: int = 2,
         pretrained: str = "",
     ) -> None:
         super().__init__()
