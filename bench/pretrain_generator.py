@@ -1,6 +1,6 @@
 """Pre-train the restoration generator on every face we may train on (issue 15, item 1).
 
-    python bench/pretrain_generator.py bench/configs/generator-pretrain.yaml \
+    python bench/pretrain_generator.py bench/configs/pretrain/generator.yaml \
         --out runs/generator-pretrain [--set steps=20000]
 
 Restoring a face needs no identity labels, so the generator learns from every face outside the

@@ -102,6 +102,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="the benchmark's split seed")
     parser.add_argument("--out", default="runs/unmask-quality", help="folder for metrics.json")
     parser.add_argument("--grid", help="write a 16-face grid PNG here")
+    parser.add_argument("--grid-only", action="store_true",
+                        help="restore only the grid's 16 faces (the same as a full run picks) and write the grid")
     args = parser.parse_args()
     held_out = {k for k in args.held_out.split(",") if k}
     try:
@@ -134,6 +136,12 @@ def main() -> None:
     print(f"{args.split}: {len(faces)} of {len(protocol.faces)} faces; masks {dict(zip(*np.unique(masked.mask_type, return_counts=True)))}",
           flush=True)
 
+    if args.grid_only:
+        if not args.grid:
+            parser.error("--grid-only needs --grid")
+        picked = grid_faces(masked.mask_type)
+        masked = type(masked)(masked.images[picked], masked.occlusion[picked], masked.mask_type[picked])
+        clean, region = clean[picked], masked.occlusion
     judge = raw_sface()
     emb_clean = embed_images(judge, clean, 64)
     emb_masked = embed_images(judge, masked.images, 64)
@@ -152,6 +160,10 @@ def main() -> None:
             outputs[name] = restorations.restored
             occlusions[name] = (restorations.occlusion * 255).round().astype(np.uint8)
 
+    if args.grid_only:
+        write_grid(Path(args.grid), masked, clean, outputs, occlusions)
+        print(f"wrote {args.grid}", flush=True)
+        return
     rows, per_system = [], {}
     for name, restored in outputs.items():
         emb = emb_masked if restored is masked.images else embed_images(judge, restored, 64)
@@ -174,15 +186,21 @@ def main() -> None:
     print(json.dumps({r["system"]: round(r["psnr"], 2) for r in rows if r["masks"] == "all"}), flush=True)
 
 
+def grid_faces(mask_type: np.ndarray, count: int = 16) -> np.ndarray:
+    """The rows the grid shows: ``count`` masked faces spread evenly over the set."""
+    masked = np.flatnonzero(mask_type > 0)
+    return masked[evenly(len(masked), count)]
+
+
 def write_grid(path: Path, masked, clean: np.ndarray, outputs: dict[str, np.ndarray],
                occlusions: dict[str, np.ndarray], count: int = 16) -> None:
     """``count`` masked faces spread over the set: masked / predicted occlusion / Telea /
     each model's restoration / clean."""
-    picked = np.flatnonzero(masked.mask_type > 0)
-    picked = picked[evenly(len(picked), count)]
+    picked = grid_faces(masked.mask_type, count)
     systems = [n for n in outputs if n != "masked (as is)"]
     first_occlusion = next(iter(occlusions.values()), None)
-    labels = ["masked"] + (["predicted occlusion"] if first_occlusion is not None else []) + systems + ["clean"]
+    labels = ["masked"] + (["predicted\nocclusion"] if first_occlusion is not None else []) + systems + ["clean"]
+    labels = [label.replace(" (", "\n(") for label in labels]
     grid = []
     for i in picked:
         row = [masked.images[i]] + ([first_occlusion[i]] if first_occlusion is not None else [])
