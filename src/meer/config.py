@@ -46,9 +46,12 @@ class ModelConfig:
     num_mask_types: int = 4  # none / surgical / n95 / cloth
     generator: bool = True
     generator_width: int = 32  # channels of the finest decoder level
+    generator_arch: str = "skip"  # skip (MEER's first decoder) | gated (gated convolutions, issue 15)
     discriminator_width: int = 64
     discriminator_layers: int = 3
     occlusion_threshold: float = 0.5  # predicted occlusion above this is repainted
+    blend_dilate: int = 2  # ... grown by this many pixels (BENCHMARKS.md 8: chosen on validation)
+    blend_feather: int = 2  # ... and blended into the input over 2x this many pixels
     pretrained: str = ""  # "dlib" | "sface": start the backbone from that network's trained weights
     frozen_stages: int = 0  # the backbone's stem and first N of its 4 stages keep their weights
     template: str = ""  # face alignment the network reads: arcface | dlib; "" = the backbone's own

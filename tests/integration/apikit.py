@@ -4,7 +4,12 @@ that detection and alignment have real work to do."""
 
 from __future__ import annotations
 
+import contextlib
 import io
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -107,3 +112,25 @@ def truncated_jpeg(pixels: np.ndarray) -> bytes:
     """A JPEG cut short: the header reads, the pixel data does not."""
     data = encode(pixels, "JPEG")
     return data[: len(data) // 2]
+
+
+@contextlib.contextmanager
+def served(app) -> Iterator[str]:
+    """Run a Starlette ``app`` with Uvicorn in a thread of this process; yields its base URL."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    running = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=running.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not running.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        running.should_exit = True
+        thread.join(10)

@@ -9,10 +9,7 @@ handlers these tests reach; every check is on status codes and JSON error codes 
 import http.client
 import json
 import shutil
-import socket
 import subprocess
-import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -22,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .apikit import encode, face_model
+from .apikit import encode, face_model, served
 
 LIMIT = 200_000  # request body, bytes
 MAX_FILES = 3
@@ -30,24 +27,11 @@ MAX_FILES = 3
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import uvicorn
-
     from meer.web import Limits, create_app
 
     app = create_app(face_model(tmp_path_factory), Limits(max_upload_bytes=LIMIT, max_pixels=500_000, max_files=MAX_FILES))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    running = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=running.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not running.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/"
-    running.should_exit = True
-    thread.join(10)
+    with served(app) as url:
+        yield url
 
 
 def answer(req):

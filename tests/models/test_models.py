@@ -7,7 +7,7 @@ import torch
 
 from meer.models.backbones import LAYERS, create_iresnet
 from meer.models.decouple import MaskDecoupling
-from meer.models.generator import composite
+from meer.models.generator import GENERATORS, GatedGenerator, blend_weights, composite
 from meer.models.heads import CombinedMargin, MarginSoftmaxLoss, make_margin
 from meer.models.layers import grad_reverse
 from meer.models.meer import MEER
@@ -145,3 +145,76 @@ def test_centre_initialisation_does_not_depend_on_sharding():
     shards = [init_centres(a, b, 4, seed=5) for a, b in [(0, 3000), (3000, 8191), (8191, 9000)]]
     assert torch.equal(torch.cat(shards), full)
     assert not torch.equal(init_centres(0, 10, 4, seed=6), full[:10])
+
+
+@pytest.mark.parametrize("arch", sorted(GENERATORS))
+def test_every_generator_restores_at_full_size_with_a_gradient_for_every_weight(arch):
+    model = MEER("iresnet18", width=0.125, input_size=32, embedding_dim=16, generator_width=8, generator_arch=arch)
+    x = torch.randn(2, 3, 32, 32)
+    unmasked = model.unmask(x)
+    assert unmasked.raw.shape == x.shape and unmasked.raw.abs().max() <= 1
+    unmasked.raw.square().sum().backward()
+    missing = [n for n, p in model.generator.named_parameters() if p.grad is None or not p.grad.abs().sum()]
+    assert not missing, missing
+    with pytest.raises(ValueError, match="unknown generator 'unet'"):
+        MEER("iresnet18", width=0.125, input_size=32, generator_arch="unet")
+
+
+def test_gated_generator_reads_no_pixel_under_the_occlusion():
+    generator = GatedGenerator(16, (4, 8, 8), width=4).eval()
+    identity = torch.randn(1, 16, 2, 2)
+    skips = [torch.randn(1, 4, 16, 16), torch.randn(1, 8, 8, 8), torch.randn(1, 8, 4, 4)]
+    image = torch.rand(1, 3, 32, 32)
+    occlusion = torch.zeros(1, 1, 32, 32)
+    occlusion[..., 16:, :] = 1
+    other = image.clone()
+    other[..., 16:, :] = torch.rand(1, 3, 16, 32)
+    with torch.no_grad():
+        a = generator(identity, skips, image, occlusion)
+        b = generator(identity, skips, other, occlusion)
+        c = generator(identity, skips, other, torch.zeros_like(occlusion))
+    torch.testing.assert_close(a, b)  # the hidden pixels are gated off
+    assert not torch.allclose(b, c)
+
+
+def test_blend_weights_grow_then_ramp_to_zero():
+    region = torch.zeros(1, 1, 24, 24)
+    region[..., 12:, 6:18] = 1  # runs off the bottom of the image
+    assert torch.equal(blend_weights(region), region)
+    column = blend_weights(region, dilate=1, feather=2)[0, 0, :, 12]
+    # grown by 1 px (rows 11..), then 1 - k/5 for k = 1..4 px further out, then exactly 0
+    torch.testing.assert_close(column[:11], torch.tensor([0.0] * 7 + [0.2, 0.4, 0.6, 0.8]))
+    assert (column[11:] == 1).all()  # 1 on the grown region, down to the image's border
+    weights = blend_weights(region, dilate=1, feather=2)
+    assert weights.min() == 0 and weights.max() == 1
+    assert (weights[..., :7, :] == 0).all() and (weights[..., :, :1] == 0).all()
+
+
+def test_feathered_unmask_blends_near_the_region_and_keeps_far_pixels():
+    torch.manual_seed(0)
+    model = MEER("iresnet18", width=0.125, input_size=32, embedding_dim=16, generator_width=8,
+                 blend_dilate=1, blend_feather=2).eval()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        encoded = model(x)
+        probability = model.occlusion_probability(encoded, 32)
+        model.occlusion_threshold = float(probability.quantile(0.8))  # a region of about a fifth of the face
+        out = model.unmask(x, encoded)
+        hard = (probability > model.occlusion_threshold).float()
+    torch.testing.assert_close(out.region, blend_weights(hard, 1, 2))
+    keep = (out.region == 0).expand_as(x)
+    full = (out.region == 1).expand_as(x)
+    part = ((out.region > 0) & (out.region < 1)).expand_as(x)
+    assert keep.any() and full.any() and part.any()
+    assert torch.equal(out.restored[keep], x[keep])
+    assert torch.equal(out.restored[full], out.raw[full])
+    a = out.region.expand_as(x)[part]
+    torch.testing.assert_close(out.restored[part], a * out.raw[part] + (1 - a) * x[part])
+
+
+def test_composite_blends_by_weight():
+    image, restored = torch.zeros(1, 3, 2, 2), torch.ones(1, 3, 2, 2)
+    region = torch.tensor([[[[0.0, 0.25], [1.0, 0.5]]]])
+    torch.testing.assert_close(composite(restored, image, region)[0, 0], torch.tensor([[0.0, 0.25], [1.0, 0.5]]))
+    broken = torch.full_like(restored, float("nan"))  # a diverged generator cannot touch the far pixels
+    assert torch.equal(composite(broken, image, region)[0, :, 0, 0], image[0, :, 0, 0])

@@ -193,7 +193,9 @@ def test_the_generator_reads_nothing_under_a_full_occlusion():
 def test_unmask_returns_its_occlusion_and_a_float_region():
     from meer.models.meer import MEER
 
-    model = MEER("iresnet18", width=0.125, input_size=32, embedding_dim=16, generator_width=8).eval()
+    # no growth nor feather: the region is the thresholded occlusion itself
+    model = MEER("iresnet18", width=0.125, input_size=32, embedding_dim=16, generator_width=8, blend_dilate=0,
+                 blend_feather=0).eval()
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     with torch.no_grad():
         encoded = model(x)

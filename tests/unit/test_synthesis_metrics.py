@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
-from meer.eval.synthesis import evaluate_restorations, identity_similarity, region_psnr, region_ssim
+from meer.eval.synthesis import (
+    boundary_band,
+    boundary_excess,
+    evaluate_restorations,
+    identity_similarity,
+    region_psnr,
+    region_ssim,
+    telea_inpaint,
+)
 
 SIZE = 32
 
@@ -82,3 +90,44 @@ def test_rejects_channels_first_images():
     image = np.zeros((3, SIZE, SIZE))
     with pytest.raises(ValueError, match="channels-last"):
         region_psnr(image, image, lower_half())
+
+
+def _square(size: int = 24, lo: int = 6, hi: int = 18) -> np.ndarray:
+    region = np.zeros((size, size), np.uint8)
+    region[lo:hi, lo:hi] = 1
+    return region
+
+
+def test_boundary_band_is_a_ring_on_both_sides_of_the_edge():
+    band = boundary_band(_square(), width=1)
+    assert band.sum() == 14 * 14 - 10 * 10  # one pixel out, one pixel in
+    assert band[5, 10] and band[6, 10] and not band[7, 10] and not band[4, 10]
+    assert not boundary_band(np.ones((24, 24)), 2).any()  # no edge inside the image
+    assert not boundary_band(np.zeros((24, 24)), 2).any()
+
+
+def test_boundary_excess_sees_a_seam_but_not_a_smooth_continuation():
+    clean = np.tile(np.linspace(60, 180, 24), (24, 1)).astype(np.uint8)[..., None].repeat(3, 2)
+    region = _square()
+    assert boundary_excess(clean, clean, region) == 0.0
+    seam = clean.copy()
+    seam[region.astype(bool)] = 250  # a flat fill with a jump at its edge
+    assert boundary_excess(seam, clean, region) > 0.05
+    # gradient the clean face has and the restoration lacks is not an artefact at the seam
+    flat = np.full_like(clean, 120)
+    assert boundary_excess(flat, clean, region) == 0.0
+    assert np.isnan(boundary_excess(clean, clean, np.zeros((24, 24))))
+    assert boundary_excess(np.stack([seam, clean]), np.stack([clean, clean]), np.stack([region, region])).tolist()[1] == 0.0
+
+
+def test_telea_fills_the_region_from_its_surroundings_and_keeps_the_rest():
+    clean = np.full((24, 24, 3), 90, np.uint8)
+    masked = clean.copy()
+    region = _square()
+    masked[region.astype(bool)] = (250, 10, 10)
+    out = telea_inpaint(masked[None], region[None])[0]
+    assert np.abs(out.astype(int) - 90).max() <= 2
+    outside = ~region.astype(bool)
+    assert (out[outside] == masked[outside]).all()
+    with pytest.raises(ValueError, match="uint8"):
+        telea_inpaint(masked.astype(np.float32)[None], region[None])

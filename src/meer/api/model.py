@@ -193,14 +193,17 @@ class FaceModel:
         return VerifyResult(score, score >= threshold, threshold, self.calibrated, faces, setting, masked)
 
     def unmask(self, image: ImageInput, aligned: bool = False) -> UnmaskResult:
-        """Repaint the masked lower face with the generator; also say whether a mask is worn."""
+        """Repaint the masked lower face with the generator; also say whether a mask is worn.
+
+        Only a face the mask classifier finds masked is repainted: for any other, ``restored`` is
+        the aligned crop itself (a restoration of a bare face could only degrade it)."""
         if not self.has_generator:
             raise ValueError(f"{self.checkpoint} was trained without a generator, so it cannot unmask")
         face = self.face(image, aligned)
         out = unmask_images(self.network, face.aligned[None], batch_size=1)
         mask_class = int(out.mask_type[0])
         return UnmaskResult(
-            restored=out.restored[0],
+            restored=out.restored[0] if mask_class != 0 else face.aligned.copy(),
             occlusion=out.occlusion[0],
             mask_detected=mask_class != 0,
             mask_type=mask_type_name(mask_class),

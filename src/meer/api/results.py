@@ -70,7 +70,8 @@ class VerifyResult:
 class UnmaskResult:
     """The face with its mask taken off.
 
-    restored:      uint8 [S, S, 3] the aligned crop with the predicted mask region repainted
+    restored:      uint8 [S, S, 3] the aligned crop with the predicted mask region repainted; the
+                   aligned crop unchanged when no mask was detected
     occlusion:     float32 [S, S] predicted probability that a pixel is covered by a mask
     mask_detected: the mask classifier's verdict (any class but "none")
     mask_type:     its class name ("none", "surgical", "n95", "cloth", ...)

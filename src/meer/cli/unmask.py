@@ -11,8 +11,9 @@ from meer.cli.inference import add_model_arguments, load_from_args, print_json
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "unmask", help="restore the lower face hidden by a mask", description=__doc__,
-        epilog="The output is the aligned face crop at the model's input size; the image format "
-        "follows OUT's suffix (.png, .jpg, ...).",
+        epilog="The output is the aligned face crop at the model's input size, repainted only if the "
+        "mask classifier finds a mask (otherwise it is the crop unchanged, and the command says so); "
+        "the image format follows OUT's suffix (.png, .jpg, ...).",
     )
     parser.add_argument("image", metavar="IMG", help="photo of a (masked) face")
     parser.add_argument("--output", "-o", required=True, metavar="OUT", help="where to write the restored face")
@@ -60,9 +61,12 @@ def run(args: argparse.Namespace) -> int:
     if args.aligned_output:
         written["aligned_output"] = str(save_image(args.aligned_output, result.aligned))
     if args.json:
-        print_json({**written, "mask_detected": result.mask_detected, "mask_type": result.mask_type,
+        print_json({**written, "mask_detected": result.mask_detected, "restored": result.mask_detected,
+                    "mask_type": result.mask_type,
                     "face": result.face.to_dict()})
         return 0
-    mask = f"mask detected ({result.mask_type})" if result.mask_detected else "no mask detected"
-    print(f"{mask}; restored face written to {written['output']}")
+    if result.mask_detected:
+        print(f"mask detected ({result.mask_type}); restored face written to {written['output']}")
+    else:
+        print(f"no mask detected, nothing to restore; the aligned face is written unchanged to {written['output']}")
     return 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 from skimage.metrics import structural_similarity
 
@@ -153,3 +154,55 @@ def _to_unit(images: np.ndarray) -> np.ndarray:
     if images.dtype == np.uint8:
         return images.astype(np.float64) / 255.0
     return images.astype(np.float64)
+
+
+def boundary_band(region: np.ndarray, width: int = 3) -> np.ndarray:
+    """bool ``[H, W]``: the pixels within ``width`` pixels (chessboard distance) of the edge of
+    ``region`` (``[H, W]``, inside where ``>= 0.5``), on both sides of it: where a composite's seam
+    or a leftover mask outline would show. Empty when the region is empty or fills the image."""
+    inside = (np.asarray(region) >= 0.5).astype(np.uint8)
+    kernel = np.ones((2 * width + 1, 2 * width + 1), np.uint8)
+    return cv2.dilate(inside, kernel) != cv2.erode(inside, kernel)
+
+
+def boundary_excess(restored: np.ndarray, clean: np.ndarray, region: np.ndarray, width: int = 3) -> float | np.ndarray:
+    """Boundary artefacts: the mean excess of the restored face's gradient magnitude over the
+    clean face's, ``max(0, |grad restored| - |grad clean|)``, on the band of :func:`boundary_band`.
+
+    A seam, a colour jump or a mask outline left at the region's edge adds gradient the clean face
+    does not have there; a restoration that continues the face adds none. Gradients are Sobel
+    (3x3, divided by 8 so a step from 0 to 1 gives 0.5 at most) of the luma in [0, 1], so the
+    value is in luma units per pixel; x255 for grey levels. Shapes and return as in
+    :func:`region_psnr`; NaN where the band is empty.
+    """
+    restored, clean, region, single = _prepare(restored, clean, region)
+    excess = np.full(len(restored), np.nan)
+    for i in range(len(restored)):
+        band = boundary_band(region[i], width)
+        if band.any():
+            gap = _gradient_magnitude(restored[i]) - _gradient_magnitude(clean[i])
+            excess[i] = np.maximum(gap[band], 0.0).mean()
+    return float(excess[0]) if single else excess
+
+
+def _gradient_magnitude(image: np.ndarray) -> np.ndarray:
+    """Sobel gradient magnitude ``[H, W]`` of the luma (Rec. 601) of an ``[H, W, C]`` image."""
+    unit = _to_unit(image)
+    luma = unit[..., 0] if unit.shape[-1] == 1 else unit @ np.array([0.299, 0.587, 0.114])
+    gx = cv2.Sobel(luma, cv2.CV_64F, 1, 0, ksize=3) / 8.0
+    gy = cv2.Sobel(luma, cv2.CV_64F, 0, 1, ksize=3) / 8.0
+    return np.hypot(gx, gy)
+
+
+def telea_inpaint(images: np.ndarray, regions: np.ndarray, radius: int = 3) -> np.ndarray:
+    """Classical inpainting (Telea 2004, OpenCV's ``cv2.inpaint``) of each uint8 image
+    ``[N, H, W, 3]`` inside its region ``[N, H, W]`` (inside where ``>= 0.5``): the floor a
+    learned restoration has to beat. Returns uint8 ``[N, H, W, 3]``."""
+    images, regions = np.asarray(images), np.asarray(regions)
+    if images.ndim != 4 or images.dtype != np.uint8 or regions.shape != images.shape[:3]:
+        raise ValueError(f"expected uint8 images [N, H, W, 3] and regions [N, H, W], got {images.shape} and {regions.shape}")
+    out = np.empty_like(images)
+    for i in range(len(images)):
+        out[i] = cv2.inpaint(np.ascontiguousarray(images[i]), (regions[i] >= 0.5).astype(np.uint8), radius,
+                             cv2.INPAINT_TELEA)
+    return out

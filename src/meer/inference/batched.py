@@ -63,7 +63,7 @@ def mask_classes(model: MEER, images: np.ndarray, batch_size: int = 256) -> np.n
 class Restorations:
     restored: np.ndarray  # uint8 [N, S, S, 3], composited
     occlusion: np.ndarray  # float32 [N, S, S], predicted probability
-    region: np.ndarray  # uint8 [N, S, S], repainted pixels
+    region: np.ndarray  # uint8 [N, S, S], repainted pixels (1 where any generated pixel is blended in)
     mask_type: np.ndarray  # int64 [N], predicted mask class (0 = none)
 
 
@@ -83,7 +83,7 @@ def unmask_images(model: MEER, images: np.ndarray, batch_size: int = 128, progre
             end = start + len(x)
             result.restored[start:end] = to_uint8(unmasked.restored)
             result.occlusion[start:end] = unmasked.occlusion[:, 0].cpu().numpy()
-            result.region[start:end] = unmasked.region[:, 0].byte().cpu().numpy()
+            result.region[start:end] = (unmasked.region[:, 0] > 0).byte().cpu().numpy()
             result.mask_type[start:end] = encoded.decoupled.mask_logits.argmax(1).cpu().numpy()
             bar.update(len(x))
     return result

@@ -67,9 +67,106 @@ class UnmaskGenerator(nn.Module):
         return torch.tanh(self.to_rgb(x))
 
 
-def composite(restored: torch.Tensor, image: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
-    """Generated pixels inside ``region`` (0/1, [B, 1, S, S]), the input's own pixels elsewhere.
+class GatedConv(nn.Module):
+    """Gated convolution (Yu et al., *Free-form image inpainting with gated convolution*, 2019):
+    ``act(BN(features)) * sigmoid(gate)``, a soft mask learned per channel and pixel, so a layer
+    can tell the pixels it must invent from the ones it can read."""
 
-    Where ``region`` is 0 the result is the input bit for bit.
+    def __init__(self, cin: int, cout: int, dilation: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, 2 * cout, 3, padding=dilation, dilation=dilation)
+        self.norm = nn.BatchNorm2d(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features, gate = self.conv(x).chunk(2, dim=1)
+        return F.elu(self.norm(features)) * torch.sigmoid(gate)
+
+
+class GatedUpBlock(nn.Module):
+    """Bilinear up to the skip's size, the gated skip projected to ``cout`` channels (1x1), the
+    occlusion map as one more channel, then two gated convolutions (the second dilated, for a
+    wider view of the face around the hole)."""
+
+    def __init__(self, cin: int, cskip: int, cout: int) -> None:
+        super().__init__()
+        self.project = nn.Conv2d(cskip, cout, 1)
+        self.body = nn.Sequential(GatedConv(cin + cout + 1, cout), GatedConv(cout, cout, dilation=2))
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor, occlusion: torch.Tensor) -> torch.Tensor:
+        size = skip.shape[-2:]
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        hole = F.adaptive_avg_pool2d(occlusion, size)
+        return self.body(torch.cat([x, self.project(skip * (1.0 - hole)), hole], 1))
+
+
+class GatedGenerator(nn.Module):
+    """The restoration generator of issue 15: same inputs and gating of the skips as
+    :class:`UnmaskGenerator`, but gated convolutions at every scale, the occlusion map fed to each
+    of them (the network knows where to paint), skips projected by 1x1 convolutions (fewer
+    weights, so a wider decoder fits the release's size) and a residual refinement at full
+    resolution."""
+
+    def __init__(self, identity_channels: int, skip_channels: tuple[int, int, int], width: int = 32) -> None:
+        super().__init__()
+        c1, c2, c3 = skip_channels
+        self.bottleneck = nn.Sequential(
+            nn.Conv2d(identity_channels, width * 8, 1, bias=False), nn.BatchNorm2d(width * 8), nn.ReLU(inplace=True),
+            GatedConv(width * 8, width * 8),
+        )
+        self.up8 = GatedUpBlock(width * 8, c3, width * 4)
+        self.up4 = GatedUpBlock(width * 4, c2, width * 2)
+        self.up2 = GatedUpBlock(width * 2, c1, width)
+        self.up1 = GatedUpBlock(width, 3, width)
+        self.refine = GatedConv(width, width)
+        self.to_rgb = nn.Conv2d(width, 3, 3, padding=1)
+
+    def forward(
+        self, identity: torch.Tensor, skips: list[torch.Tensor], image: torch.Tensor, occlusion: torch.Tensor
+    ) -> torch.Tensor:
+        """Raw restoration ``[B, 3, S, S]`` in [-1, 1]; arguments as :meth:`UnmaskGenerator.forward`."""
+        x = self.bottleneck(identity)
+        x = self.up8(x, skips[2], occlusion)
+        x = self.up4(x, skips[1], occlusion)
+        x = self.up2(x, skips[0], occlusion)
+        x = self.up1(x, image, occlusion)
+        return torch.tanh(self.to_rgb(x + self.refine(x)))
+
+
+GENERATORS = {"skip": UnmaskGenerator, "gated": GatedGenerator}
+
+
+def create_generator(arch: str, identity_channels: int, skip_channels: tuple[int, int, int], width: int) -> nn.Module:
+    """A generator by name: ``skip`` (MEER's first decoder) or ``gated`` (issue 15's)."""
+    if arch not in GENERATORS:
+        raise ValueError(f"unknown generator {arch!r}; choose from {', '.join(GENERATORS)}")
+    return GENERATORS[arch](identity_channels, skip_channels, width)
+
+
+def blend_weights(region: torch.Tensor, dilate: int = 0, feather: int = 0) -> torch.Tensor:
+    """The composite's weight of the generated pixels, ``[B, 1, S, S]`` in [0, 1], from a 0/1
+    ``region``: grown by ``dilate`` pixels (the predicted occlusion is coarse, and a mask edge it
+    misses is the most visible artefact), then ramped down linearly over ``2 * feather`` pixels
+    outside it, so restored and input pixels meet without a seam. The weight is exactly 1 on
+    the grown region and exactly 0 beyond ``dilate + 2 * feather`` pixels from ``region``
+    (chessboard distance): far pixels stay the input's own."""
+    if dilate > 0:
+        region = F.max_pool2d(region, 2 * dilate + 1, stride=1, padding=dilate)
+    if feather > 0:
+        size = 2 * feather + 1
+        grown = F.max_pool2d(region, size, stride=1, padding=feather)
+        # the box mean of the region grown by ``feather``: 1 on the region, falling by
+        # 1 / (2 feather + 1) a pixel outside it; replicated edges keep a region that runs off the
+        # image at 1 up to the border
+        region = F.avg_pool2d(F.pad(grown, [feather] * 4, mode="replicate"), size, stride=1)
+    return region
+
+
+def composite(restored: torch.Tensor, image: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """Generated pixels where ``region`` ([B, 1, S, S], a weight in [0, 1]) is 1, the input's own
+    where it is 0, a linear blend between.
+
+    Where ``region`` is 0 the result is the input bit for bit, where it is 1 the generated pixel.
     """
-    return torch.where(region.bool(), restored, image)
+    blended = region * restored + (1.0 - region) * image
+    # not ``blended`` alone: 0 * NaN is NaN, and a pixel outside the region must stay the input's
+    return torch.where(region > 0, blended, image)

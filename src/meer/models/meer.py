@@ -16,7 +16,7 @@ from torch import nn
 
 from meer.models.backbones import create_backbone
 from meer.models.decouple import DecoupleOutput, MaskDecoupling
-from meer.models.generator import UnmaskGenerator, composite
+from meer.models.generator import blend_weights, composite, create_generator
 
 
 @dataclass
@@ -32,7 +32,7 @@ class Unmasked:
     raw: torch.Tensor  # generator output [B, 3, S, S] in [-1, 1]
     restored: torch.Tensor  # composite [B, 3, S, S]
     occlusion: torch.Tensor  # predicted probability at full resolution [B, 1, S, S]
-    region: torch.Tensor  # repainted pixels, 0/1 [B, 1, S, S]
+    region: torch.Tensor  # weight of the generated pixels in the composite, in [0, 1] [B, 1, S, S]
 
 
 class MEER(nn.Module):
@@ -50,7 +50,10 @@ class MEER(nn.Module):
         grl_strength: float = 1.0,
         generator: bool = True,
         generator_width: int = 32,
+        generator_arch: str = "skip",
         occlusion_threshold: float = 0.5,
+        blend_dilate: int = 2,
+        blend_feather: int = 2,
         pretrained: str = "",
     ) -> None:
         super().__init__()
@@ -58,6 +61,7 @@ class MEER(nn.Module):
             raise ValueError("the generator needs the decoupling module's occlusion map")
         self.input_size = input_size
         self.occlusion_threshold = occlusion_threshold
+        self.blend_dilate, self.blend_feather = blend_dilate, blend_feather
         self.backbone = create_backbone(
             backbone, width=width, input_size=input_size, embedding_dim=embedding_dim, dropout=dropout,
             pretrained=pretrained,
@@ -78,7 +82,9 @@ class MEER(nn.Module):
             # Start with (almost) no attention, x_id ~ x: the pretrained network's embedding
             # survives the new module until training teaches it what to take out.
             self.decouple.start_closed()
-        self.generator = UnmaskGenerator(channels[3], channels[:3], generator_width) if generator else None
+        self.generator = (
+            create_generator(generator_arch, channels[3], channels[:3], generator_width) if generator else None
+        )
 
     @property
     def embedding_dim(self) -> int:
@@ -108,14 +114,20 @@ class MEER(nn.Module):
         return torch.sigmoid(logits)
 
     def unmask(self, images: torch.Tensor, encoded: Encoded | None = None) -> Unmasked:
-        """Restore the face under the predicted mask; pixels outside it are the input's."""
+        """Restore the face under the predicted mask; pixels outside it are the input's.
+
+        The repainted region is the predicted occlusion above the threshold, grown by
+        ``blend_dilate`` pixels and feathered over ``2 * blend_feather`` pixels
+        (:func:`meer.models.generator.blend_weights`); pixels beyond it are the input bit for bit.
+        """
         if self.generator is None:
             raise ValueError("this model was built without a generator")
         if encoded is None:
             encoded = self(images)
         occlusion = self.occlusion_probability(encoded, images.shape[-1])
         raw = self.generator(encoded.identity, encoded.maps[:3], images, occlusion)
-        region = (occlusion > self.occlusion_threshold).to(images.dtype)
+        region = blend_weights((occlusion > self.occlusion_threshold).to(images.dtype), self.blend_dilate,
+                               self.blend_feather)
         return Unmasked(raw, composite(raw, images, region), occlusion, region)
 
 

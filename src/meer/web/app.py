@@ -4,7 +4,8 @@ Endpoints (uploads are ``multipart/form-data``; every answer is JSON):
 
 * ``GET  /api/health``  model and limits;
 * ``POST /api/verify``  files ``a`` and ``b`` -> score, decision, threshold, both faces;
-* ``POST /api/unmask``  file ``image`` -> mask verdict and the aligned / restored / occlusion
+* ``POST /api/unmask``  file ``image`` -> mask verdict and the aligned / restored (null when no mask
+  was found) / occlusion
   crops as PNG data URLs;
 * ``POST /api/embed``   one or more files ``image`` -> unit embeddings;
 * ``POST /api/identify`` file ``image`` (optional ``top_k``) -> the person or ``null`` for
@@ -212,8 +213,9 @@ class _Service:
             out["aligned"] = png_data_url(face.aligned)
             if self.model.has_generator:
                 result = self.model.unmask(face)
-                out.update(restored=png_data_url(result.restored), mask_detected=result.mask_detected,
-                           mask_type=result.mask_type)
+                out.update(mask_detected=result.mask_detected, mask_type=result.mask_type)
+                if result.mask_detected:  # a restoration of a bare face is only a degraded copy
+                    out["restored"] = png_data_url(result.restored)
         return out
 
     def check_token(self, request: Request) -> None:
@@ -294,7 +296,8 @@ class _Service:
                 "mask_type": result.mask_type,
                 "face": {"filename": upload.filename, **result.face.to_dict()},
                 "aligned": png_data_url(result.aligned),
-                "restored": png_data_url(result.restored),
+                # only where a mask was found; otherwise the page says there was nothing to restore
+                "restored": png_data_url(result.restored) if result.mask_detected else None,
                 "occlusion": png_data_url(np.round(result.occlusion * 255).astype(np.uint8)),
             }
 

@@ -1,0 +1,290 @@
+"""Pre-train the restoration generator on every face we may train on (issue 15, item 1).
+
+    python bench/pretrain_generator.py bench/configs/pretrain/generator.yaml \
+        --out runs/generator-pretrain [--set steps=20000]
+
+Restoring a face needs no identity labels, so the generator learns from every face outside the
+test data: the LFW photos of people in no pair of View-2 folds 6-10 (minus the benchmark's 120
+validation identities, which measure it), rmfrd-train's unmasked photos and meer's synthetic
+faces, each with one of meer's masks drawn on the fly (the kinds in ``mask_types``; leave one
+out to test on it). The recogniser (backbone and mask decoupling module of ``base_model``) is
+frozen: it gives the identity part and skips the generator reads, the predicted occlusion it
+repaints, and judges the result:
+
+- ``pix``: L1 of the composite to the clean face (``pix_inside`` more inside the true mask), and
+  ``pix_raw``: L1 of the raw output on the true mask grown by 4 px, so the generator paints all
+  of the mask even where the predicted occlusion falls short;
+- ``perceptual``: L1 between the recogniser's feature maps (strides 2, 4, 8) of the composite and
+  of the clean face, each over the clean map's mean magnitude;
+- ``id``: cosine distance between the recogniser's embeddings of the composite and the clean face.
+
+Every ``eval_every`` steps the composite is scored (region PSNR / SSIM, boundary excess) on the
+validation identities' faces with the benchmark's masks, by mask kind; lines go to
+``metrics.jsonl``, the best step (PSNR on the trained kinds) to ``checkpoints/best``. A run
+resumes from its latest checkpoint (same data stream, optimiser state) when started again with
+the same ``--out``; each checkpoint is a meer checkpoint (``meer unmask -m``, ``load_model``).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; see meer.cli.main
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from lfw_benchmark import MASK_SEED, lfw_split
+
+from meer.config import build, deep_merge, parse_override
+from meer.data.cache import FaceCache
+from meer.data.dataset import MaskedFaces, StepSampler, mask_renderer, to_tensor, to_uint8
+from meer.data.faceset import mix
+from meer.data.masks import MASK_TYPES
+from meer.data.synthetic import SyntheticFaces
+from meer.eval.masked_copies import render_test_masks
+from meer.eval.synthesis import boundary_excess, region_psnr, region_ssim
+from meer.inference.checkpoint import (
+    flat_state,
+    latest_checkpoint,
+    load_model,
+    load_train_state,
+    load_weights,
+    save_checkpoint,
+    split_state,
+)
+from meer.io import atomic_write_text
+from meer.models.generator import blend_weights, composite, create_generator
+from meer.train.trainer import versions
+
+log = logging.getLogger("pretrain_generator")
+
+
+@dataclass
+class PretrainConfig:
+    base_model: str = "src/meer/default_model"  # the frozen recogniser (and occlusion predictor)
+    generator_arch: str = "gated"
+    generator_width: int = 32
+    blend_dilate: int = 2
+    blend_feather: int = 2
+    lfw_cache: str = "data/lfw112"
+    pairs: str = "../shared/data/lfw/pairs.txt"
+    rmfrd_cache: str = "data/rmfrd-train112"  # its unmasked photos; "" for none
+    synthetic_faces: int = 800  # meer's synthetic faces (8 a person); 0 for none
+    mask_types: list[str] = field(default_factory=lambda: ["surgical", "n95"])
+    mask_prob: float = 0.9
+    steps: int = 20000
+    batch_size: int = 16
+    lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.05  # cosine decay to this share of lr at ``steps``
+    grad_clip: float = 5.0
+    pix: float = 1.0
+    pix_inside: float = 4.0
+    pix_raw: float = 1.0
+    perceptual: float = 0.0
+    id: float = 0.0
+    val_faces: int = 96
+    eval_every: int = 250
+    ckpt_every: int = 250
+    log_every: int = 25
+    seed: int = 0
+    threads: int = 2
+
+
+def load_pretrain_config(path: str, overrides: list[str]) -> PretrainConfig:
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    for text in overrides:
+        raw = deep_merge(raw, parse_override(text))
+    return build(PretrainConfig, raw, "")
+
+
+def training_faces(cfg: PretrainConfig):
+    """LFW faces of non-test, non-validation people + rmfrd-train unmasked + synthetic; and the
+    validation faces."""
+    train, val, _, counts = lfw_split(FaceCache.open(cfg.lfw_cache), Path(cfg.pairs), 112, 120, 0)
+    sets = [train]
+    if cfg.rmfrd_cache:
+        rmfrd = FaceCache.open(cfg.rmfrd_cache).faces
+        sets.append(rmfrd.subset(np.flatnonzero(~rmfrd.real_masked)))
+        counts["rmfrd_unmasked"] = len(sets[-1])
+    if cfg.synthetic_faces:
+        sets.append(SyntheticFaces(cfg.synthetic_faces // 8, 8, 112, seed=0).generate())
+        counts["synthetic"] = len(sets[-1])
+    faces = mix([dataclasses.replace(s, masked=None) for s in sets])
+    return faces, val.faces, counts
+
+
+class Restorer:
+    """The frozen recogniser with a trainable generator; the losses of one batch."""
+
+    def __init__(self, cfg: PretrainConfig) -> None:
+        model, meer_cfg, _ = load_model(cfg.base_model)
+        model.generator = create_generator(cfg.generator_arch, model.backbone.channels[3],
+                                           model.backbone.channels[:3], cfg.generator_width)
+        model.blend_dilate, model.blend_feather = cfg.blend_dilate, cfg.blend_feather
+        self.model = model.eval().requires_grad_(False)
+        model.generator.requires_grad_(True)
+        self.meer_config = dataclasses.replace(meer_cfg, model=dataclasses.replace(
+            meer_cfg.model, generator=True, generator_arch=cfg.generator_arch, generator_width=cfg.generator_width,
+            blend_dilate=cfg.blend_dilate, blend_feather=cfg.blend_feather))
+        self.cfg = cfg
+
+    def restore(self, masked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(raw generator output, composite) of masked faces ``[B, 3, S, S]``."""
+        with torch.no_grad():
+            encoded = self.model(masked)
+            occlusion = self.model.occlusion_probability(encoded, masked.shape[-1])
+        raw = self.model.generator(encoded.identity, encoded.maps[:3], masked, occlusion)
+        region = blend_weights((occlusion > self.model.occlusion_threshold).float(), self.cfg.blend_dilate,
+                               self.cfg.blend_feather)
+        return raw, composite(raw, masked, region)
+
+    def losses(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        cfg = self.cfg
+        clean, occlusion = batch["clean"], batch["occlusion"]
+        raw, restored = self.restore(batch["masked"])
+        weight = 1.0 + cfg.pix_inside * occlusion
+        parts = {"pix": (weight * (restored - clean).abs()).mean() / weight.mean()}
+        near = F.max_pool2d(occlusion, 9, stride=1, padding=4)
+        parts["pix_raw"] = (near * (raw - clean).abs()).sum() / (3 * near.sum()).clamp_min(1.0)
+        if cfg.perceptual or cfg.id:
+            backbone = self.model.backbone
+            with torch.no_grad():
+                target = backbone.forward_features(clean)
+                target_embedding = F.normalize(backbone.head(target[3]))
+            maps = backbone.forward_features(restored)
+            parts["perceptual"] = sum(
+                (m - t).abs().mean() / t.abs().mean().clamp_min(1e-6) for m, t in zip(maps[:3], target[:3])) / 3
+            parts["id"] = (1.0 - (F.normalize(backbone.head(maps[3])) * target_embedding).sum(1)).mean()
+        total = sum(getattr(cfg, name) * value for name, value in parts.items())
+        return total, {k: float(v.detach()) for k, v in parts.items()}
+
+
+@torch.no_grad()
+def validate(restorer: Restorer, faces, masks, trained: list[str]) -> dict[str, float]:
+    """Region PSNR / SSIM and boundary excess of the composites, on trained and held-out kinds."""
+    restorer.model.generator.eval()
+    restored = np.concatenate([to_uint8(restorer.restore(to_tensor(masks.images[i:i + 32]))[1])
+                               for i in range(0, len(faces), 32)])
+    restorer.model.generator.train()
+    clean = np.asarray(faces.images)
+    psnr = region_psnr(restored, clean, masks.occlusion)
+    ssim = region_ssim(restored, clean, masks.occlusion)
+    edge = boundary_excess(restored, clean, masks.occlusion) * 255
+    seen = np.isin(masks.mask_type, [MASK_TYPES.index(k) for k in trained])
+    out = {}
+    for name, keep in (("seen", seen), ("held_out", ~seen)):
+        if keep.any():
+            out |= {f"val/{name}/psnr": float(psnr[keep].mean()), f"val/{name}/ssim": float(ssim[keep].mean()),
+                    f"val/{name}/boundary": float(np.nanmean(edge[keep]))}
+    return out
+
+
+def lr_at(cfg: PretrainConfig, step: int) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    t = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def save(out: Path, restorer: Restorer, optimizer, step: int, cfg: PretrainConfig, best: dict) -> Path:
+    state = {"config": dataclasses.asdict(restorer.meer_config), "step": step, "stage": "generator-pretrain",
+             "pretrain": dataclasses.asdict(cfg), "best": best, "versions": versions()}
+    return save_checkpoint(out, f"step_{step:08d}", flat_state({"model": restorer.model}),
+                           {"optimizer": optimizer.state_dict(), "step": step}, state, keep=2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help="YAML with PretrainConfig's keys")
+    parser.add_argument("--out", required=True, help="run folder (resumed when it has checkpoints)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config values")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        cfg = load_pretrain_config(args.config, args.set)
+    except (ValueError, OSError) as err:
+        raise SystemExit(f"error: {err}") from None
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "pretrain_config.json", json.dumps(
+        {"config": dataclasses.asdict(cfg), "seed": cfg.seed, "versions": versions()}, indent=2))
+
+    faces, val_faces, counts = training_faces(cfg)
+    log.info("faces: %s", counts)
+    val_faces = val_faces.subset(np.linspace(0, len(val_faces) - 1, cfg.val_faces).round().astype(int))
+    val_masks = render_test_masks(val_faces, MASK_SEED, ("surgical", "n95", "cloth"))
+
+    restorer = Restorer(cfg)
+    generator = restorer.model.generator
+    log.info("generator %s width %d: %.2fM weights", cfg.generator_arch, cfg.generator_width,
+             sum(p.numel() for p in generator.parameters()) / 1e6)
+    optimizer = torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
+    start, best = 0, {}
+    latest = latest_checkpoint(out)
+    if latest is not None:
+        generator.load_state_dict(split_state(load_weights(latest), "model.generator"))
+        train_state = load_train_state(latest)
+        optimizer.load_state_dict(train_state["optimizer"])
+        start = int(train_state["step"])
+        best = json.loads((latest / "state.json").read_text()).get("best", {})
+        log.info("resumed from %s (step %d)", latest, start)
+    generator.train()
+
+    dataset = MaskedFaces(faces, mask_renderer(cfg.mask_types), cfg.mask_prob, hflip=True, seed=cfg.seed)
+    sampler = StepSampler(len(dataset), cfg.batch_size, seed=cfg.seed, start_step=start)
+    loader = iter(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=1,
+                                              persistent_workers=True))
+    t0, seen_images = time.time(), 0
+    for step in range(start, cfg.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(cfg, step)
+        total, parts = restorer.losses(next(loader))
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(generator.parameters(), cfg.grad_clip)
+        optimizer.step()
+        seen_images += cfg.batch_size
+        done = step + 1
+        if done % cfg.log_every == 0:
+            rate = seen_images / (time.time() - t0)
+            log.info("step %d loss %.4f %s lr %.2e %.1f img/s", done, float(total.detach()),
+                     " ".join(f"{k} {v:.4f}" for k, v in parts.items()), lr_at(cfg, step), rate)
+        if done % cfg.eval_every == 0 or done == cfg.steps:
+            metrics = {"step": done, **validate(restorer, val_faces, val_masks, cfg.mask_types),
+                       "train/loss": float(total.detach()), "images_per_s": seen_images / (time.time() - t0)}
+            log.info("val %s", json.dumps(metrics))
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(metrics) + "\n")
+            improved = metrics["val/seen/psnr"] > best.get("val/seen/psnr", -1.0)
+            if improved:
+                best = metrics
+            path = save(out, restorer, optimizer, done, cfg, best)
+            if improved:
+                tmp = out / "checkpoints" / ".best"
+                shutil.rmtree(tmp, ignore_errors=True)
+                shutil.copytree(path, tmp)
+                shutil.rmtree(out / "checkpoints" / "best", ignore_errors=True)
+                os.replace(tmp, out / "checkpoints" / "best")
+        elif done % cfg.ckpt_every == 0:
+            save(out, restorer, optimizer, done, cfg, best)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""The pure pieces of issue 15's bench scripts: the pre-training's config and schedule, and the
+unmasking table's grouping by mask kind."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.insert(0, str(BENCH))  # the bench scripts import their siblings by name
+
+import pretrain_generator  # noqa: E402
+import unmask_quality  # noqa: E402
+
+
+def test_pretrain_config_loads_with_overrides_and_rejects_unknown_keys():
+    path = str(BENCH / "configs" / "pretrain" / "generator.yaml")
+    cfg = pretrain_generator.load_pretrain_config(path, ["steps=40", "mask_types=[surgical]"])
+    assert cfg.steps == 40 and cfg.mask_types == ["surgical"] and cfg.generator_arch == "gated"
+    assert "cloth" not in pretrain_generator.load_pretrain_config(path, []).mask_types  # held out
+    with pytest.raises(ValueError, match="unknown config key stepz"):
+        pretrain_generator.load_pretrain_config(path, ["stepz=3"])
+
+
+def test_learning_rate_warms_up_then_follows_a_cosine_to_its_floor():
+    cfg = pretrain_generator.PretrainConfig(lr=1.0, warmup_steps=10, steps=110, min_lr_ratio=0.1)
+    lr = [pretrain_generator.lr_at(cfg, step) for step in range(120)]
+    assert lr[0] == pytest.approx(0.1) and lr[9] == pytest.approx(1.0)
+    assert lr[10] == pytest.approx(1.0) and lr[60] == pytest.approx(0.55)
+    assert lr[110] == pytest.approx(0.1) and lr[119] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(lr[10:], lr[11:]))
+
+
+def test_table_groups_by_mask_kind_and_marks_the_held_out_one():
+    kinds = np.array([1, 1, 3, 3])  # surgical, surgical, cloth, cloth
+    per_face = {"psnr": np.array([10.0, 20.0, 30.0, 50.0]), "id": np.array([0.5, 0.7, 0.9, 0.9])}
+    rows = unmask_quality.summarise("m", per_face, np.array([0.5, 0.5, 0.8, 0.6]), kinds, {"cloth"})
+    assert [r["masks"] for r in rows] == ["all", "surgical", "cloth (held out)"]  # no n95 face: no row
+    assert rows[0]["psnr"] == 27.5 and rows[1]["psnr"] == 15.0 and rows[2]["faces"] == 2
+    assert rows[1]["id_gain"] == pytest.approx(0.1) and rows[2]["id_gain"] == pytest.approx(0.2)
+    assert list(unmask_quality.grid_faces(np.array([0, 1, 0, 2, 3, 0]), 2)) == [1, 4]
