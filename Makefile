@@ -34,6 +34,9 @@ test-all: $(STAMP)
 MUTANTS ?= $(CORE_MUTANTS)
 CORE_MUTANTS := meer.losses.* meer.models.layers.* meer.models.heads.* meer.models.generator.x_composite* \
 	meer.models.generator.xǁUpBlockǁforward* meer.models.generator.xǁUnmaskGeneratorǁforward* \
+	meer.models.generator.x_blend_weights* meer.models.generator.x_create_generator* \
+	meer.models.generator.xǁGatedConvǁforward* meer.models.generator.xǁGatedUpBlockǁforward* \
+	meer.models.generator.xǁGatedGeneratorǁforward* \
 	meer.models.decouple.xǁMaskDecouplingǁforward* meer.models.decouple.xǁMaskDecouplingǁstart_closed* \
 	meer.models.meer.xǁMEERǁforward* meer.models.meer.xǁMEERǁembed* meer.models.meer.xǁMEERǁunmask* \
 	meer.models.meer.xǁMEERǁocclusion_probability* meer.models.meer.x_build_model* \

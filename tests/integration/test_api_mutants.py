@@ -127,8 +127,10 @@ def test_unmask_returns_the_generators_restoration_and_the_mask_it_found(model, 
 
 def test_unmask_says_when_no_mask_was_found_and_refuses_without_a_generator(model):
     wear(model, 0)
-    result = model.unmask(crops(1)[0], aligned=True)
+    face = crops(1)[0]
+    result = model.unmask(face, aligned=True)
     assert not result.mask_detected and result.mask_type == "none"
+    assert np.array_equal(result.restored, face)  # nothing to restore: the crop as it is
     model.network.generator = None
     with pytest.raises(ValueError, match=f"^{model.checkpoint} was trained without a generator, so it cannot unmask$"):
         model.unmask(crops(1)[0], aligned=True)

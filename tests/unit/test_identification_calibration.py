@@ -30,14 +30,19 @@ def test_the_threshold_lets_through_at_most_the_target_share_of_unknown_faces():
     # unknown probes whose nearest template is 10, 50, 40 and 70 degrees away
     unknown = at(70, 110, 140, 250, scale=3.0)  # not unit: calibrate_identification normalises
     best = np.array([np.cos(np.radians(10)), np.cos(np.radians(50)), np.cos(np.radians(40)), np.cos(np.radians(70))])
-    known = at(5, 175, 100, scale=2.0)  # ann (cos 5), bob (cos 5), bob but nearer ann (40 from ann's 60)
-    result = calibrate_identification(GALLERY, OWNERS, known, np.array(["ann", "bob", "bob"]), unknown, target_far=0.25)
+    # known probes: ann and bob, named right and well above the threshold; one of bob's named
+    # ann (35 degrees from ann's second template, above the threshold); one of bob's named bob
+    # but below it (50 degrees): only the first two count
+    known = at(5, 175, 95, 130, scale=2.0)
+    labels = np.array(["ann", "bob", "bob", "bob"])
+    result = calibrate_identification(GALLERY, OWNERS, known, labels, unknown, target_far=0.25)
     # one false accept allowed out of 4: the threshold sits just above the second best unknown score
     second = np.sort(best)[::-1][1]
     assert result.threshold == float(np.nextafter(np.float32(second), np.float32(np.inf)))
     assert result.far == 0.25 and result.target_far == 0.25
-    assert result.dir == pytest.approx(2 / 3)  # the third known probe is named ann: wrong
-    assert (result.num_known, result.num_unknown) == (3, 4)
+    assert result.dir == 0.5
+    assert (result.num_known, result.num_unknown) == (4, 4)
+    assert calibrate_identification(GALLERY, OWNERS, known, labels, at(*range(0, 360, 3))).target_far == 0.01
 
 
 def test_a_strict_target_admits_no_unknown_face():
@@ -64,8 +69,8 @@ def test_every_part_is_needed(empty):
 
 
 def test_unit_rows_and_a_zero_row_left_at_zero():
-    out = _unit(np.array([[3.0, 4.0], [0.0, 0.0]]))
-    assert out.dtype == np.float32 and np.allclose(out, [[0.6, 0.8], [0.0, 0.0]])
+    out = _unit(np.array([[3.0, 4.0], [0.3, 0.4], [0.0, 0.0]]))
+    assert out.dtype == np.float32 and np.allclose(out, [[0.6, 0.8], [0.6, 0.8], [0.0, 0.0]])
 
 
 def test_the_open_set_split_enrols_half_the_people_with_one_template_each():
@@ -84,6 +89,14 @@ def test_the_open_set_split_enrols_half_the_people_with_one_template_each():
     assert [a.tolist() for a in open_set_split(labels, seed=3)] == [gallery.tolist(), known.tolist(), unknown.tolist()]
     others = {tuple(open_set_split(labels, seed=s)[0]) for s in range(8)}
     assert len(others) > 1  # the seed chooses who is enrolled
+    assert [a.tolist() for a in open_set_split(labels)] == [a.tolist() for a in open_set_split(labels, seed=0)]
+
+
+@pytest.mark.parametrize("labels", [[], [7, 8, 9]])
+def test_empty_parts_of_the_split_are_still_index_arrays(labels):
+    # nobody with two images: no gallery, no known probes (and no one at all: nothing)
+    for part in open_set_split(np.array(labels, np.int64)):
+        assert part.dtype == np.int64
 
 
 def test_the_identification_threshold_joins_the_verification_calibration(tmp_path):

@@ -240,3 +240,38 @@ def test_the_generator_upsamples_with_half_pixel_centres_before_reading_the_skip
     # half-pixel centres: the first row of a 2 -> 4 upsampling of [0, 1] is [0, 0.25, 0.75, 1]
     assert torch.allclose(out[0, 0, 0], torch.tensor([0.0, 0.25, 0.75, 1.0]))
     assert torch.equal(out[:, 1:], skip)
+
+
+def test_the_gated_decoder_upsamples_with_half_pixel_centres_and_adds_its_refinement():
+    from meer.models.generator import GatedGenerator, GatedUpBlock
+
+    block = GatedUpBlock(cin=1, cskip=1, cout=1)
+    block.body = nn.Identity()
+    out = block(torch.tensor([[[[0.0, 1.0], [2.0, 3.0]]]]), torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4))
+    assert torch.allclose(out[0, 0, 0], torch.tensor([0.0, 0.25, 0.75, 1.0]))
+
+    gen = GatedGenerator(identity_channels=8, skip_channels=(4, 4, 4), width=4).eval()
+    gen.refine = nn.Identity()  # the refinement is added: x + x
+    features = []
+    gen.up1.register_forward_hook(lambda module, args, out: features.append(out))
+    skips = [torch.randn(1, 4, s, s) for s in (8, 4, 2)]
+    with torch.no_grad():
+        raw = gen(torch.randn(1, 8, 1, 1), skips, torch.randn(1, 3, 16, 16), torch.zeros(1, 1, 16, 16))
+        assert torch.allclose(raw, torch.tanh(gen.to_rgb(2 * features[0])))
+
+
+def test_an_unknown_generator_is_refused_with_the_known_ones_named():
+    from meer.models.generator import create_generator
+
+    with pytest.raises(ValueError, match=r"^unknown generator 'unet'; choose from skip, gated$"):
+        create_generator("unet", 8, (4, 4, 4), 4)
+
+
+def test_a_feather_of_one_pixel_already_ramps_the_edge():
+    from meer.models.generator import blend_weights
+
+    region = torch.zeros(1, 1, 9, 9)
+    region[..., 4, 4] = 1
+    weights = blend_weights(region, feather=1)
+    assert weights[0, 0, 4, 4] == 1 and 0 < weights[0, 0, 4, 3] < 1 and 0 < weights[0, 0, 4, 2] < 1
+    assert weights[0, 0, 4, 1] == 0 and weights[0, 0, 0, 0] == 0  # beyond 2 * feather pixels

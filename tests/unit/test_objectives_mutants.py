@@ -204,6 +204,10 @@ def test_the_masked_faces_are_encoded_once_and_that_encoding_is_unmasked():
     nets.model.backbone.stem.register_forward_hook(lambda module, args, out: seen.append(args[0]))
     generator_objective(batch, nets, LossConfig(), {"recognition", "synthesis"})
     assert sum(x is batch["masked"] for x in seen) == 1
+    # the clean faces too: encoded for rec_clean, that encoding is the id loss's target
+    seen.clear()
+    generator_objective(batch, nets, LossConfig(rec_clean=1.0), {"recognition", "synthesis"})
+    assert sum(x is batch["clean"] for x in seen) == 1
 
 
 def test_the_gan_loss_is_least_squares_unless_asked_otherwise():

@@ -118,3 +118,14 @@ def test_a_midpoint_that_rounds_onto_a_score_still_splits_it_by_the_rule():
     high = float(np.nextafter(low, 1.0))
     threshold, accuracy = best_threshold(np.array([low, high]), np.array([False, True]))
     assert (threshold, accuracy) == (low, 1.0)
+
+
+def test_paired_difference_counts_folds_ahead_and_behind_by_any_margin():
+    from meer.eval.verification import paired_difference
+
+    b = np.array([0.5, 0.5, 0.5, 0.5])
+    d = paired_difference(b + np.array([0.005, 0.0, -0.005, 0.02]), b)  # +0.5, 0, -0.5, +2 points
+    assert (d.ahead, d.behind, d.folds) == (2, 1, 4)
+    two = paired_difference([0.9, 0.8], [0.8, 0.75])  # two folds are enough
+    assert two.folds == 2 and two.mean == pytest.approx(7.5)
+

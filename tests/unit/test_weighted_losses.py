@@ -19,6 +19,8 @@ def test_weighted_mean_of_per_sample_values():
     assert weighted_mean(values, torch.tensor([1.0, 0.0, 1.0, 0.0])) == 2.0
     assert weighted_mean(values, torch.tensor([True, False, False, True])) == 2.5  # a flag works too
     assert weighted_mean(values.half(), torch.tensor([0.0, 1.0, 0.0, 0.0])).item() == 2.0
+    # the values' precision is kept whatever the weight's
+    assert weighted_mean(values.half(), torch.ones(4, dtype=torch.float64)).dtype == torch.float16
 
 
 def test_a_term_no_sample_applies_to_is_zero_and_keeps_the_graph():
@@ -48,6 +50,7 @@ def test_pixel_loss_with_a_sample_weighted_zero_is_the_loss_of_the_other():
     alone = pixel_loss(restored[:1], clean[:1], occlusion[:1], 4.0)
     assert pixel_loss(restored, clean, occlusion, 4.0, KEEP_FIRST).item() == pytest.approx(alone.item(), rel=1e-6)
     assert pixel_loss(restored, clean, occlusion, 4.0).item() != pytest.approx(alone.item(), rel=1e-3)
+    assert pixel_loss(restored, clean, occlusion, 4.0, KEEP_FIRST.double()).dtype == torch.float32
 
 
 def test_occlusion_loss_with_a_sample_weighted_zero_is_the_loss_of_the_other():
