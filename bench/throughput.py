@@ -134,23 +134,12 @@ def measure_inference(layers: list[str], profile: dict, overrides: tuple[str, ..
 def measure_masks(count: int = 2000, size: int = 112) -> dict:
     """Masks rendered per second on one core (as a DataLoader worker has)."""
     import cv2
-    import numpy as np
     import torch
-
-    from meer.data.masks import MaskRenderer
-    from meer.data.synthetic import SyntheticFaces
+    from mask_throughput import masks_per_second  # bench/, this script's folder
 
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
-    faces = SyntheticFaces(32, 4, size, seed=0).generate()
-    renderer = MaskRenderer()
-    for k in range(20):
-        renderer(faces.images[k], faces.landmarks[k], np.random.default_rng(k))
-    start = time.perf_counter()
-    for k in range(count):
-        i = k % len(faces)
-        renderer(faces.images[i], faces.landmarks[i], np.random.default_rng(k))
-    return {"faces_per_s": count / (time.perf_counter() - start), "size": size}
+    return {"faces_per_s": masks_per_second(count, size), "size": size}
 
 
 def timed(fn, profile: dict) -> float:
