@@ -1,5 +1,6 @@
 """The procedural synthetic faces: determinism, shapes, alignment, and identity signal."""
 
+import cv2
 import numpy as np
 import pytest
 
@@ -28,6 +29,18 @@ def test_generate_returns_a_labelled_faceset():
     assert faces.landmarks.shape == (15, 5, 2) and faces.landmarks.dtype == np.float32
     np.testing.assert_array_equal(faces.labels, np.repeat(np.arange(5), 3))
     assert faces.num_identities == 5 and len(faces.names) == 5
+
+
+def test_parallel_generation_gives_the_same_faces_in_the_same_order(monkeypatch):
+    monkeypatch.setattr("meer.data.synthetic.CHUNK", 7)  # 40 faces: 6 tasks, the last one short
+    faces = SyntheticFaces(10, 4, 32, seed=5)
+    serial = faces.generate(workers=0)
+    cv2.GaussianBlur(np.zeros((2000, 2000), np.float32), (0, 0), 5)  # OpenCV's thread pool busy before the fork
+    parallel = faces.generate(workers=2)
+    np.testing.assert_array_equal(parallel.images, serial.images)
+    np.testing.assert_array_equal(parallel.landmarks, serial.landmarks)
+    np.testing.assert_array_equal(parallel.labels, serial.labels)
+    assert np.abs(serial.images[7].astype(int) - serial.images[6].astype(int)).mean() > 5  # rows differ
 
 
 @pytest.mark.parametrize("size", [32, 64, 112])

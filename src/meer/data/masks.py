@@ -275,8 +275,9 @@ def _render(image: np.ndarray, g: FaceGeometry, shape: _Shape, kind: str, rng: n
 
     # Face-frame coordinates of every pixel in the box, with the yaw undone (two fixed-point
     # steps), and the relative height t in [0, 1] between the top and bottom edges.
-    ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-    rel_x, rel_y = xs - g.origin[0], ys - g.origin[1]
+    # (a row and a column, broadcast: the same arithmetic per pixel as full grids, at a fraction of the cost)
+    rel_x = np.arange(x0, x1, dtype=np.float32)[None, :] - g.origin[0]
+    rel_y = np.arange(y0, y1, dtype=np.float32)[:, None] - g.origin[1]
     u_seen = (rel_x * g.ex[0] + rel_y * g.ex[1]) / g.iod
     v = (rel_x * g.ey[0] + rel_y * g.ey[1]) / g.eye_to_mouth
     u = u_seen - g.yaw_shift(u_seen, shape.half_width)
@@ -301,8 +302,7 @@ def _render(image: np.ndarray, g: FaceGeometry, shape: _Shape, kind: str, rng: n
     out = region + strap_alpha * (strap_colour - region)
     out = out + alpha * (np.clip(texture, 0, 255) - out)
     out = np.clip(out + 0.5, 0, 255).astype(np.uint8)
-    box = masked[y0:y1, x0:x1]
-    box[cover] = out[cover]
+    np.copyto(masked[y0:y1, x0:x1], out, where=cover[..., None])
     occlusion[y0:y1, x0:x1] = cover
     return MaskRender(masked, occlusion, MASK_TYPES.index(kind))
 
@@ -448,11 +448,13 @@ def _valve(texture: np.ndarray, body: np.ndarray, g: FaceGeometry, shape: _Shape
 
 
 def _strap_colour(kind: str, texture: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    mean = texture.reshape(-1, 3).mean(axis=0)
+    def mean() -> np.ndarray:
+        return texture.reshape(-1, 3).mean(axis=0)
+
     if kind == "cloth":
-        return mean * 0.85
+        return mean() * 0.85
     if kind == "surgical":
-        return np.full(3, 232.0, np.float32) if rng.random() < 0.6 else mean * 1.02
+        return np.full(3, 232.0, np.float32) if rng.random() < 0.6 else mean() * 1.02
     return np.array([(238, 236, 230), (60, 110, 190), (230, 210, 90), (48, 48, 52)][rng.integers(4)], np.float32)
 
 

@@ -15,6 +15,9 @@ antialiased polygons and downsampled, so that 32-64 pixel faces still read as fa
 from __future__ import annotations
 
 import math
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -25,6 +28,7 @@ from meer.data.faceset import FaceSet
 # Canonical frame: ArcFace 112x112 template coordinates. The face is symmetric about x = 56.
 CENTRE_X = 56.0
 ROTATION_CENTRE = (56.0, 64.0)  # in-plane rotation and scale happen about the mid face
+CHUNK = 256  # faces per task of a parallel generate()
 HEAD_DEPTH = 30.0  # depth of the face surface at its centre line (canonical px), for yaw
 
 # Anchors of the skin-tone scale, light to dark (RGB).
@@ -291,21 +295,56 @@ class SyntheticFaces:
         )
         return image, landmarks.astype(np.float32)
 
-    def generate(self, progress: bool = False) -> FaceSet:
-        """All ``num_identities * images_per_identity`` faces; ``labels`` = identity index."""
+    def generate(self, progress: bool = False, workers: int | None = None) -> FaceSet:
+        """All ``num_identities * images_per_identity`` faces; ``labels`` = identity index.
+
+        ``workers`` processes render them where processes can fork (default: one per CPU core,
+        up to 8; 0 = in this process). Each face depends only on ``(seed, identity, sample)``, so the result is the
+        same for any number of workers.
+        """
         n = self.num_identities * self.images_per_identity
         images = np.empty((n, self.size, self.size, 3), np.uint8)
         landmarks = np.empty((n, 5, 2), np.float32)
         labels = np.repeat(np.arange(self.num_identities, dtype=np.int64), self.images_per_identity)
-        rows = range(n)
+        if workers is None:
+            workers = min(os.cpu_count() or 1, 8)
+        chunks = [range(start, min(start + CHUNK, n)) for start in range(0, n, CHUNK)]
+        bar = None
         if progress:
             from tqdm import tqdm
 
-            rows = tqdm(rows, desc="synthetic faces", unit="face")
-        for row in rows:
-            identity, sample = divmod(row, self.images_per_identity)
-            images[row], landmarks[row] = self.render(identity, sample)
+            bar = tqdm(total=n, desc="synthetic faces", unit="face")
+        if workers > 1 and len(chunks) > 1 and "fork" in multiprocessing.get_all_start_methods():
+            # fork, as DataLoader workers do (spawn would re-run a user's unguarded script), with
+            # OpenCV at one thread: a forked copy of its thread pool deadlocks, and with one
+            # thread there is no pool, here or in the children
+            threads = cv2.getNumThreads()
+            cv2.setNumThreads(1)
+            try:
+                with ProcessPoolExecutor(min(workers, len(chunks)), multiprocessing.get_context("fork")) as pool:
+                    for rows, (chunk_images, chunk_landmarks) in zip(chunks, pool.map(self._render_rows, chunks)):
+                        images[rows.start : rows.stop], landmarks[rows.start : rows.stop] = chunk_images, chunk_landmarks
+                        if bar is not None:
+                            bar.update(len(rows))
+            finally:
+                cv2.setNumThreads(threads)
+        else:
+            for rows in chunks:
+                images[rows.start : rows.stop], landmarks[rows.start : rows.stop] = self._render_rows(rows)
+                if bar is not None:
+                    bar.update(len(rows))
+        if bar is not None:
+            bar.close()
         return FaceSet(images, landmarks, labels, [f"synthetic_{i:05d}" for i in range(self.num_identities)])
+
+    def _render_rows(self, rows: range) -> tuple[np.ndarray, np.ndarray]:
+        """Faces ``rows`` of :meth:`generate`: uint8 [R, size, size, 3] and float32 [R, 5, 2]."""
+        images = np.empty((len(rows), self.size, self.size, 3), np.uint8)
+        landmarks = np.empty((len(rows), 5, 2), np.float32)
+        for i, row in enumerate(rows):
+            identity, sample = divmod(row, self.images_per_identity)
+            images[i], landmarks[i] = self.render(identity, sample)
+        return images, landmarks
 
 
 def _background(canvas: _Canvas, rng: np.random.Generator) -> None:

@@ -458,6 +458,11 @@ class Trainer:
                 self.load_optimisation_state(state, restored)
             self.run_stage(index, state, offset, first)
             offset += stage.steps
+        if self.cfg.train.channels_last:
+            # hand back the default layout: then the model computes exactly what load_model() gives
+            for module in self.nets.modules().values():
+                if module is not None:
+                    module.to(memory_format=torch.contiguous_format)
         self.close()
         return self.history
 
