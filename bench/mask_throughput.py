@@ -10,7 +10,6 @@ the synthetic faces are generated once per run (the demo's default dataset).
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import cv2
@@ -18,7 +17,7 @@ import numpy as np
 import torch
 
 from meer.data.masks import MaskRenderer
-from meer.data.synthetic import SyntheticFaces
+from meer.data.synthetic import SyntheticFaces, default_workers
 
 
 def masks_per_second(count: int = 2000, size: int = 112) -> float:
@@ -58,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         seconds = time.perf_counter() - start
         print(f"synthetic faces: {len(generated)} at {args.face_size}x{args.face_size} in {seconds:.2f} s = "
               f"{len(generated) / seconds:.0f} faces/s on one core")
-        workers = min(os.cpu_count() or 1, 8)
+        workers = default_workers()
         start = time.perf_counter()
         parallel = SyntheticFaces(identities, per_identity, args.face_size, seed=0).generate(workers=workers)
         seconds = time.perf_counter() - start

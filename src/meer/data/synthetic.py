@@ -18,10 +18,12 @@ import math
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from meer.data.faceset import FaceSet
 
@@ -298,43 +300,33 @@ class SyntheticFaces:
     def generate(self, progress: bool = False, workers: int | None = None) -> FaceSet:
         """All ``num_identities * images_per_identity`` faces; ``labels`` = identity index.
 
-        ``workers`` processes render them where processes can fork (default: one per CPU core,
-        up to 8; 0 = in this process). Each face depends only on ``(seed, identity, sample)``, so the result is the
-        same for any number of workers.
+        ``workers`` processes render them where processes can fork (default:
+        :func:`default_workers`; 0 = in this process). Each face depends only on
+        ``(seed, identity, sample)``, so the result is the same for any number of workers.
         """
         n = self.num_identities * self.images_per_identity
         images = np.empty((n, self.size, self.size, 3), np.uint8)
         landmarks = np.empty((n, 5, 2), np.float32)
         labels = np.repeat(np.arange(self.num_identities, dtype=np.int64), self.images_per_identity)
         if workers is None:
-            workers = min(os.cpu_count() or 1, 8)
+            workers = default_workers()
         chunks = [range(start, min(start + CHUNK, n)) for start in range(0, n, CHUNK)]
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=n, desc="synthetic faces", unit="face")
-        if workers > 1 and len(chunks) > 1 and "fork" in multiprocessing.get_all_start_methods():
-            # fork, as DataLoader workers do (spawn would re-run a user's unguarded script), with
-            # OpenCV at one thread: a forked copy of its thread pool deadlocks, and with one
-            # thread there is no pool, here or in the children
-            threads = cv2.getNumThreads()
-            cv2.setNumThreads(1)
-            try:
-                with ProcessPoolExecutor(min(workers, len(chunks)), multiprocessing.get_context("fork")) as pool:
-                    for rows, (chunk_images, chunk_landmarks) in zip(chunks, pool.map(self._render_rows, chunks)):
-                        images[rows.start : rows.stop], landmarks[rows.start : rows.stop] = chunk_images, chunk_landmarks
-                        if bar is not None:
-                            bar.update(len(rows))
-            finally:
-                cv2.setNumThreads(threads)
-        else:
-            for rows in chunks:
-                images[rows.start : rows.stop], landmarks[rows.start : rows.stop] = self._render_rows(rows)
-                if bar is not None:
-                    bar.update(len(rows))
-        if bar is not None:
-            bar.close()
+        with ExitStack() as stack:
+            bar = stack.enter_context(tqdm(total=n, desc="synthetic faces", unit="face", disable=not progress))
+            rendered = map(self._render_rows, chunks)
+            if workers > 1 and len(chunks) > 1 and "fork" in multiprocessing.get_all_start_methods():
+                # fork, as DataLoader workers do (spawn would re-run a user's unguarded script), with
+                # OpenCV at one thread: a forked copy of its thread pool deadlocks, and with one
+                # thread there is no pool, here or in the children
+                stack.callback(cv2.setNumThreads, cv2.getNumThreads())
+                cv2.setNumThreads(1)
+                pool = stack.enter_context(
+                    ProcessPoolExecutor(min(workers, len(chunks)), multiprocessing.get_context("fork"))
+                )
+                rendered = pool.map(self._render_rows, chunks)
+            for rows, (chunk_images, chunk_landmarks) in zip(chunks, rendered):
+                images[rows.start : rows.stop], landmarks[rows.start : rows.stop] = chunk_images, chunk_landmarks
+                bar.update(len(rows))
         return FaceSet(images, landmarks, labels, [f"synthetic_{i:05d}" for i in range(self.num_identities)])
 
     def _render_rows(self, rows: range) -> tuple[np.ndarray, np.ndarray]:
@@ -345,6 +337,11 @@ class SyntheticFaces:
             identity, sample = divmod(row, self.images_per_identity)
             images[i], landmarks[i] = self.render(identity, sample)
         return images, landmarks
+
+
+def default_workers() -> int:
+    """Processes :meth:`SyntheticFaces.generate` uses by default: one per CPU core, up to 8."""
+    return min(os.cpu_count() or 1, 8)
 
 
 def _background(canvas: _Canvas, rng: np.random.Generator) -> None:
