@@ -16,7 +16,9 @@ repaints, and judges the result:
   of the mask even where the predicted occlusion falls short;
 - ``perceptual``: L1 between the recogniser's feature maps (strides 2, 4, 8) of the composite and
   of the clean face, each over the clean map's mean magnitude;
-- ``id``: cosine distance between the recogniser's embeddings of the composite and the clean face.
+- ``id``: cosine distance between the recogniser's embeddings of the composite and the clean face;
+- ``region``: BCE + Dice of the generator's full-resolution occlusion (the region the composite
+  repaints, :class:`meer.models.generator.OcclusionRefiner`) against the true mask.
 
 Every ``eval_every`` steps the composite is scored (region PSNR / SSIM, boundary excess) on the
 validation identities' faces with the benchmark's masks, by mask kind; lines go to
@@ -65,7 +67,9 @@ from meer.inference.checkpoint import (
     split_state,
 )
 from meer.io import atomic_write_text
-from meer.models.generator import blend_weights, composite, create_generator
+from meer.losses.decoupling import occlusion_loss
+from meer.models.generator import create_generator
+from meer.models.meer import Unmasked
 from meer.train.trainer import versions
 
 log = logging.getLogger("pretrain_generator")
@@ -96,6 +100,7 @@ class PretrainConfig:
     pix_raw: float = 1.0
     perceptual: float = 0.0
     id: float = 0.0
+    region: float = 1.0
     val_faces: int = 96
     eval_every: int = 250
     ckpt_every: int = 250
@@ -142,24 +147,23 @@ class Restorer:
             blend_dilate=cfg.blend_dilate, blend_feather=cfg.blend_feather))
         self.cfg = cfg
 
-    def restore(self, masked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(raw generator output, composite) of masked faces ``[B, 3, S, S]``."""
+    def restore(self, masked: torch.Tensor) -> Unmasked:
+        """``MEER.unmask`` of masked faces ``[B, 3, S, S]``, the recogniser run without gradient."""
         with torch.no_grad():
             encoded = self.model(masked)
-            occlusion = self.model.occlusion_probability(encoded, masked.shape[-1])
-        raw = self.model.generator(encoded.identity, encoded.maps[:3], masked, occlusion)
-        region = blend_weights((occlusion > self.model.occlusion_threshold).float(), self.cfg.blend_dilate,
-                               self.cfg.blend_feather)
-        return raw, composite(raw, masked, region)
+        return self.model.unmask(masked, encoded)
 
     def losses(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.cfg
         clean, occlusion = batch["clean"], batch["occlusion"]
-        raw, restored = self.restore(batch["masked"])
+        unmasked = self.restore(batch["masked"])
+        raw, restored = unmasked.raw, unmasked.restored
         weight = 1.0 + cfg.pix_inside * occlusion
         parts = {"pix": (weight * (restored - clean).abs()).mean() / weight.mean()}
         near = F.max_pool2d(occlusion, 9, stride=1, padding=4)
         parts["pix_raw"] = (near * (raw - clean).abs()).sum() / (3 * near.sum()).clamp_min(1.0)
+        if unmasked.region_logits is not None:
+            parts["region"] = occlusion_loss(unmasked.region_logits, occlusion)
         if cfg.perceptual or cfg.id:
             backbone = self.model.backbone
             with torch.no_grad():
@@ -177,7 +181,7 @@ class Restorer:
 def validate(restorer: Restorer, faces, masks, trained: list[str]) -> dict[str, float]:
     """Region PSNR / SSIM and boundary excess of the composites, on trained and held-out kinds."""
     restorer.model.generator.eval()
-    restored = np.concatenate([to_uint8(restorer.restore(to_tensor(masks.images[i:i + 32]))[1])
+    restored = np.concatenate([to_uint8(restorer.restore(to_tensor(masks.images[i:i + 32])).restored)
                                for i in range(0, len(faces), 32)])
     restorer.model.generator.train()
     clean = np.asarray(faces.images)
@@ -238,9 +242,16 @@ def main() -> None:
     start, best = 0, {}
     latest = latest_checkpoint(out)
     if latest is not None:
-        generator.load_state_dict(split_state(load_weights(latest), "model.generator"))
+        missing, unexpected = generator.load_state_dict(split_state(load_weights(latest), "model.generator"),
+                                                        strict=False)
+        if unexpected or any(not key.startswith("refiner.") for key in missing):
+            raise SystemExit(f"error: {latest} holds another generator (missing {missing}, unexpected {unexpected})")
         train_state = load_train_state(latest)
-        optimizer.load_state_dict(train_state["optimizer"])
+        state = train_state["optimizer"]
+        if missing:  # a checkpoint from before the occlusion refiner: its weights come last, fresh
+            state["param_groups"][0]["params"] = optimizer.state_dict()["param_groups"][0]["params"]
+            log.info("new in the generator, trained from here: %s", ", ".join(missing))
+        optimizer.load_state_dict(state)
         start = int(train_state["step"])
         best = json.loads((latest / "state.json").read_text()).get("best", {})
         log.info("resumed from %s (step %d)", latest, start)

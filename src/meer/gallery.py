@@ -539,7 +539,7 @@ def enroll_photos(
     faces = [model.face(photo, aligned, max_pixels=max_pixels) for photo in photos]
     embeddings = model.embed(faces)
     if masked is None:
-        masked = [model.unmask(face).mask_detected if model.has_generator else False for face in faces]
+        masked = model.mask_verdicts(faces)  # None (a model without a mask classifier) counts as unmasked
     elif isinstance(masked, bool):
         masked = [masked] * len(faces)
     if sources is None:

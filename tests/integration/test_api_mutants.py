@@ -20,7 +20,9 @@ from meer.api import FaceModel, Gallery
 from meer.api.model import FALLBACK_THRESHOLD, mask_type_name
 from meer.calibration import Calibration
 from meer.config import load_config
+from meer.data.dataset import to_tensor
 from meer.data.masks import MASK_CLASSES
+from meer.gallery import enroll_photos, open_gallery
 from meer.inference.batched import embed_images, unmask_images
 from meer.inference.checkpoint import STATE
 from meer.models.meer import build_model
@@ -125,12 +127,52 @@ def test_unmask_returns_the_generators_restoration_and_the_mask_it_found(model, 
     assert np.array_equal(result.aligned, face) and result.face.aligned is result.aligned
 
 
+def test_batched_unmasking_runs_the_generator_only_on_the_faces_found_masked(model):
+    faces = np.stack(crops(5, seed=3))
+    everything = unmask_images(model.network, faces, batch_size=4)
+    bare = torch.tensor([True, False, True, True, False])  # the faces the classifier calls unmasked
+    calls = []
+    head, generator = model.network.decouple.mask_head, model.network.generator
+    hook = generator.register_forward_hook(lambda module, args, out: calls.append(len(out)))
+
+    def classify(module, args, out):  # class 0 (none) or 2 by the face's place in the batches of 4
+        logits = torch.full_like(out, -10.0)
+        picked = bare[:len(out)] if len(out) == 4 else bare[4:]  # (a re-encoded masked face: unused)
+        logits[:, 0] = torch.where(picked, 10.0, -10.0)
+        logits[:, 2] = torch.where(picked, -10.0, 10.0)
+        return logits
+
+    with head.register_forward_hook(classify):
+        out = unmask_images(model.network, faces, batch_size=4, masked_only=True)
+    hook.remove()
+    assert calls == [1, 1]  # one masked face in each batch of the generator's
+    assert out.mask_type.tolist() == [0, 2, 0, 0, 2]
+    for i in (1, 4):
+        assert np.abs(out.restored[i].astype(int) - everything.restored[i]).max() <= 1
+        assert np.array_equal(out.region[i], everything.region[i])
+    for i in (0, 2, 3):
+        assert np.array_equal(out.restored[i], faces[i]) and not out.region[i].any()
+    assert everything.region.any()  # the model repaints something, so the above can tell
+
+
+@pytest.mark.parametrize("mask_class", [0, 3])
+def test_enrolling_photos_counts_the_masked_ones_by_the_mask_classifier_without_unmasking(model, tmp_path, mask_class):
+    wear(model, mask_class)
+    calls = []
+    model.network.generator.register_forward_hook(lambda *_: calls.append(1))
+    person = enroll_photos(open_gallery(tmp_path / "g.db", model), model, "ann", crops(3), aligned=True)
+    assert (person.templates, person.masked, calls) == (3, 3 if mask_class else 0, [])
+
+
 def test_unmask_says_when_no_mask_was_found_and_refuses_without_a_generator(model):
     wear(model, 0)
     face = crops(1)[0]
     result = model.unmask(face, aligned=True)
     assert not result.mask_detected and result.mask_type == "none"
     assert np.array_equal(result.restored, face)  # nothing to restore: the crop as it is
+    with torch.no_grad():
+        coarse = model.network.occlusion_probability(model.network(to_tensor(face[None])), 32)[0, 0].numpy()
+    np.testing.assert_allclose(result.occlusion, coarse, atol=1e-6)  # still shown, from the recogniser
     model.network.generator = None
     with pytest.raises(ValueError, match=f"^{model.checkpoint} was trained without a generator, so it cannot unmask$"):
         model.unmask(crops(1)[0], aligned=True)

@@ -200,10 +200,10 @@ class FaceModel:
         if not self.has_generator:
             raise ValueError(f"{self.checkpoint} was trained without a generator, so it cannot unmask")
         face = self.face(image, aligned)
-        out = unmask_images(self.network, face.aligned[None], batch_size=1)
+        out = unmask_images(self.network, face.aligned[None], batch_size=1, masked_only=True)
         mask_class = int(out.mask_type[0])
         return UnmaskResult(
-            restored=out.restored[0] if mask_class != 0 else face.aligned.copy(),
+            restored=out.restored[0],
             occlusion=out.occlusion[0],
             mask_detected=mask_class != 0,
             mask_type=mask_type_name(mask_class),

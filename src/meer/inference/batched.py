@@ -68,22 +68,31 @@ class Restorations:
 
 
 @torch.no_grad()
-def unmask_images(model: MEER, images: np.ndarray, batch_size: int = 128, progress: bool = False) -> Restorations:
-    """Run the generator on uint8 faces ``[N, S, S, 3]``."""
+def unmask_images(
+    model: MEER, images: np.ndarray, batch_size: int = 128, progress: bool = False, masked_only: bool = False
+) -> Restorations:
+    """Run the generator on uint8 faces ``[N, S, S, 3]``. With ``masked_only`` it runs only on the
+    faces the mask classifier finds masked; the others are returned as they are (region empty,
+    occlusion the recogniser's coarse prediction)."""
     model.eval()
     device = next(model.parameters()).device
     n, s = len(images), images.shape[1]
     result = Restorations(
-        np.zeros_like(images), np.zeros((n, s, s), np.float32), np.zeros((n, s, s), np.uint8), np.zeros(n, np.int64)
+        np.array(images), np.zeros((n, s, s), np.float32), np.zeros((n, s, s), np.uint8), np.zeros(n, np.int64)
     )
     with progress_bar(n, "unmask", progress) as bar:
         for start, x in batches(images, batch_size, device):
             encoded = model(x)
-            unmasked = model.unmask(x, encoded)
-            end = start + len(x)
-            result.restored[start:end] = to_uint8(unmasked.restored)
-            result.occlusion[start:end] = unmasked.occlusion[:, 0].cpu().numpy()
-            result.region[start:end] = (unmasked.region[:, 0] > 0).byte().cpu().numpy()
-            result.mask_type[start:end] = encoded.decoupled.mask_logits.argmax(1).cpu().numpy()
+            mask_type = encoded.decoupled.mask_logits.argmax(1)
+            result.mask_type[start : start + len(x)] = mask_type.cpu().numpy()
+            rows = (mask_type != 0) if masked_only else torch.ones_like(mask_type, dtype=torch.bool)
+            if not rows.all():
+                result.occlusion[start : start + len(x)] = model.occlusion_probability(encoded, s)[:, 0].cpu().numpy()
+            if rows.any():
+                unmasked = model.unmask(x, encoded) if rows.all() else model.unmask(x[rows])
+                index = start + rows.nonzero()[:, 0].cpu().numpy()
+                result.restored[index] = to_uint8(unmasked.restored)
+                result.occlusion[index] = unmasked.occlusion[:, 0].cpu().numpy()
+                result.region[index] = (unmasked.region[:, 0] > 0).byte().cpu().numpy()
             bar.update(len(x))
     return result
