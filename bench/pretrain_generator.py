@@ -17,8 +17,9 @@ repaints, and judges the result:
 - ``perceptual``: L1 between the recogniser's feature maps (strides 2, 4, 8) of the composite and
   of the clean face, each over the clean map's mean magnitude;
 - ``id``: cosine distance between the recogniser's embeddings of the composite and the clean face;
-- ``region``: BCE + Dice of the generator's full-resolution occlusion (the region the composite
-  repaints, :class:`meer.models.generator.OcclusionRefiner`) against the true mask.
+- ``edge``: L1 between the Sobel gradients (each colour channel, x and y) of the composite and of
+  the clean face on the true mask grown by 4 px: seams and colour steps at the region's edge and
+  missing structure inside it (what the benchmark's boundary measure sees).
 
 Every ``eval_every`` steps the composite is scored (region PSNR / SSIM, boundary excess) on the
 validation identities' faces with the benchmark's masks, by mask kind; lines go to
@@ -67,7 +68,6 @@ from meer.inference.checkpoint import (
     split_state,
 )
 from meer.io import atomic_write_text
-from meer.losses.decoupling import occlusion_loss
 from meer.models.generator import create_generator
 from meer.models.meer import Unmasked
 from meer.train.trainer import versions
@@ -100,7 +100,7 @@ class PretrainConfig:
     pix_raw: float = 1.0
     perceptual: float = 0.0
     id: float = 0.0
-    region: float = 1.0
+    edge: float = 0.0
     val_faces: int = 96
     eval_every: int = 250
     ckpt_every: int = 250
@@ -130,6 +130,15 @@ def training_faces(cfg: PretrainConfig):
         counts["synthetic"] = len(sets[-1])
     faces = mix([dataclasses.replace(s, masked=None) for s in sets])
     return faces, val.faces, counts
+
+
+SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8
+
+
+def sobel(images: torch.Tensor) -> torch.Tensor:
+    """x and y Sobel gradients ``[B, 2C, H, W]`` of each channel of ``[B, C, H, W]`` (replicated edges)."""
+    kernels = torch.stack([SOBEL_X, SOBEL_X.T])[:, None].repeat(images.shape[1], 1, 1, 1).to(images)
+    return F.conv2d(F.pad(images, [1, 1, 1, 1], mode="replicate"), kernels, groups=images.shape[1])
 
 
 class Restorer:
@@ -162,8 +171,8 @@ class Restorer:
         parts = {"pix": (weight * (restored - clean).abs()).mean() / weight.mean()}
         near = F.max_pool2d(occlusion, 9, stride=1, padding=4)
         parts["pix_raw"] = (near * (raw - clean).abs()).sum() / (3 * near.sum()).clamp_min(1.0)
-        if unmasked.region_logits is not None:
-            parts["region"] = occlusion_loss(unmasked.region_logits, occlusion)
+        if cfg.edge:
+            parts["edge"] = (near * (sobel(restored) - sobel(clean)).abs()).sum() / (6 * near.sum()).clamp_min(1.0)
         if cfg.perceptual or cfg.id:
             backbone = self.model.backbone
             with torch.no_grad():
@@ -242,16 +251,9 @@ def main() -> None:
     start, best = 0, {}
     latest = latest_checkpoint(out)
     if latest is not None:
-        missing, unexpected = generator.load_state_dict(split_state(load_weights(latest), "model.generator"),
-                                                        strict=False)
-        if unexpected or any(not key.startswith("refiner.") for key in missing):
-            raise SystemExit(f"error: {latest} holds another generator (missing {missing}, unexpected {unexpected})")
+        generator.load_state_dict(split_state(load_weights(latest), "model.generator"))
         train_state = load_train_state(latest)
-        state = train_state["optimizer"]
-        if missing:  # a checkpoint from before the occlusion refiner: its weights come last, fresh
-            state["param_groups"][0]["params"] = optimizer.state_dict()["param_groups"][0]["params"]
-            log.info("new in the generator, trained from here: %s", ", ".join(missing))
-        optimizer.load_state_dict(state)
+        optimizer.load_state_dict(train_state["optimizer"])
         start = int(train_state["step"])
         best = json.loads((latest / "state.json").read_text()).get("best", {})
         log.info("resumed from %s (step %d)", latest, start)

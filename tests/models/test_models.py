@@ -4,18 +4,10 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from meer.losses.decoupling import occlusion_loss
 from meer.models.backbones import LAYERS, create_iresnet
 from meer.models.decouple import MaskDecoupling
-from meer.models.generator import (
-    GENERATORS,
-    GatedGenerator,
-    OcclusionRefiner,
-    blend_weights,
-    composite,
-)
+from meer.models.generator import GENERATORS, GatedGenerator, blend_weights, composite
 from meer.models.heads import CombinedMargin, MarginSoftmaxLoss, make_margin
 from meer.models.layers import grad_reverse
 from meer.models.meer import MEER
@@ -159,14 +151,9 @@ def test_centre_initialisation_does_not_depend_on_sharding():
 def test_every_generator_restores_at_full_size_with_a_gradient_for_every_weight(arch):
     model = MEER("iresnet18", width=0.125, input_size=32, embedding_dim=16, generator_width=8, generator_arch=arch)
     x = torch.randn(2, 3, 32, 32)
-    if arch == "gated":  # the refiner's correction starts at zero: no gradient reaches its first layers yet
-        torch.nn.init.normal_(model.generator.refiner.body[-1].weight, std=0.1)
     unmasked = model.unmask(x)
     assert unmasked.raw.shape == x.shape and unmasked.raw.abs().max() <= 1
-    loss = unmasked.raw.square().sum()
-    if unmasked.region_logits is not None:
-        loss = loss + unmasked.region_logits.square().sum()
-    loss.backward()
+    unmasked.raw.square().sum().backward()
     missing = [n for n, p in model.generator.named_parameters() if p.grad is None or not p.grad.abs().sum()]
     assert not missing, missing
     with pytest.raises(ValueError, match="unknown generator 'unet'"):
@@ -231,58 +218,3 @@ def test_composite_blends_by_weight():
     torch.testing.assert_close(composite(restored, image, region)[0, 0], torch.tensor([[0.0, 0.25], [1.0, 0.5]]))
     broken = torch.full_like(restored, float("nan"))  # a diverged generator cannot touch the far pixels
     assert torch.equal(composite(broken, image, region)[0, :, 0, 0], image[0, :, 0, 0])
-
-
-def shapes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Faces with a mask whose edges fall anywhere: (image, true occlusion, coarse occlusion as
-    the recogniser's 14x14 head sees it: 8-pixel cells, bilinearly upsampled)."""
-    g = torch.Generator().manual_seed(seed)
-    true = torch.zeros(n, 1, 48, 48)
-    for i in range(n):
-        top, left, right = (int(v) for v in torch.randint(14, 30, (3,), generator=g))
-        true[i, :, top:, left - 10:right + 10] = 1
-    skin = torch.rand(n, 3, 1, 1, generator=g) * 0.6 - 0.3 + 0.1 * torch.randn(n, 3, 48, 48, generator=g)
-    colour = torch.rand(n, 3, 1, 1, generator=g) * 2 - 1
-    image = torch.where(true > 0, colour, skin)
-    coarse = F.interpolate(F.avg_pool2d(true, 8), size=48, mode="bilinear", align_corners=False)
-    return image, true, coarse
-
-
-def iou(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a & b).sum() / (a | b).sum())
-
-
-def test_the_occlusion_refiner_starts_as_the_coarse_region_and_learns_the_mask_edge():
-    torch.manual_seed(0)
-    refiner = OcclusionRefiner()
-    image, true, coarse = shapes(16, seed=1)
-    with torch.no_grad():
-        torch.testing.assert_close(torch.sigmoid(refiner(image, coarse)), coarse.clamp(1e-4, 1 - 1e-4))
-    optimizer = torch.optim.Adam(refiner.parameters(), lr=1e-2)
-    for _ in range(200):
-        loss = occlusion_loss(refiner(image, coarse), true)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    image, true, coarse = shapes(16, seed=2)  # other faces
-    with torch.no_grad():
-        refined = torch.sigmoid(refiner(image, coarse)) > 0.5
-    before, after = iou(coarse > 0.5, true > 0), iou(refined, true > 0)
-    assert after > before + 0.05 and after > 0.95, (before, after)
-
-
-def test_the_gated_generator_repaints_its_refined_region_and_leaves_the_coarse_one_to_the_recogniser():
-    torch.manual_seed(0)
-    model = MEER("iresnet18", width=0.125, input_size=32, embedding_dim=16, generator_width=8,
-                 generator_arch="gated", blend_dilate=1, blend_feather=1).eval()
-    torch.nn.init.normal_(model.generator.refiner.body[-1].weight, std=0.5)
-    x = torch.rand(2, 3, 32, 32) * 2 - 1
-    encoded = model(x)
-    out = model.unmask(x, encoded)
-    coarse = model.occlusion_probability(encoded, 32)
-    torch.testing.assert_close(out.occlusion, torch.sigmoid(out.region_logits))
-    assert not torch.allclose(out.occlusion, coarse, atol=1e-3)
-    hard = (out.occlusion > model.occlusion_threshold).float()
-    torch.testing.assert_close(out.region, blend_weights(hard, 1, 1))
-    out.region_logits.sum().backward()
-    assert all(p.grad is None for p in model.decouple.parameters())  # the coarse head learns from its own loss

@@ -217,17 +217,3 @@ def test_the_gan_loss_is_least_squares_unless_asked_otherwise():
     # least squares: real targets 1, fake targets 0
     close(gan(scores, real=True), torch.tensor(((0.5 - 1) ** 2 + (-1.0 - 1) ** 2) / 2), "real")
     close(gan(scores, real=False), torch.tensor((0.5**2 + 1.0) / 2), "fake")
-
-
-def test_a_generator_that_refines_the_region_learns_it_from_the_true_occlusion_weighted_by_occ():
-    nets, batch = make_nets(), make_batch()
-    weights = LossConfig(occ=0.6, adv=0.0)
-    _, parts, _ = generator_objective(batch, nets, weights, {"synthesis"})
-    assert "occ_region" not in parts  # the skip generator repaints the coarse region
-    torch.manual_seed(0)
-    nets.model = MEER("iresnet18", width=0.125, input_size=32, embedding_dim=16, generator_width=8,
-                      generator_arch="gated").eval()
-    _, parts, _ = generator_objective(batch, nets, weights, {"synthesis"})
-    with torch.no_grad():
-        logits = nets.model.unmask(batch["masked"]).region_logits
-    close(parts["occ_region"], 0.6 * occlusion_loss(logits, batch["occlusion"]), "occ_region")

@@ -1,4 +1,4 @@
-"""The pure pieces of issue 15's bench scripts: the pre-training's config and schedule, and the
+"""The pure pieces of issue 15's bench scripts: the pre-training's config, schedule and edge loss, and the
 unmasking table's grouping by mask kind."""
 
 import sys
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))  # the bench scripts import their siblings by name
@@ -40,3 +41,26 @@ def test_table_groups_by_mask_kind_and_marks_the_held_out_one():
     assert rows[0]["psnr"] == 27.5 and rows[1]["psnr"] == 15.0 and rows[2]["faces"] == 2
     assert rows[1]["id_gain"] == pytest.approx(0.1) and rows[2]["id_gain"] == pytest.approx(0.2)
     assert list(unmask_quality.grid_faces(np.array([0, 1, 0, 2, 3, 0]), 2)) == [1, 4]
+
+
+def test_sobel_gives_each_channels_x_and_y_gradient_with_replicated_edges():
+    images = torch.zeros(1, 3, 5, 5)
+    images[:, 1, :, 3:] = 1.0  # a vertical step in the green channel
+    grad = pretrain_generator.sobel(images)
+    assert grad.shape == (1, 6, 5, 5)
+    torch.testing.assert_close(grad[0, 2], torch.tensor([[0.0, 0.0, 0.5, 0.5, 0.0]] * 5))  # green, x
+    assert not grad[0, [0, 1, 3, 4, 5]].any()  # red, blue and every y gradient: flat
+
+
+def test_fit_mask_head_separates_classes_and_rates_count_masked_calls():
+    import fit_mask_head
+
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[5.0, 0.0, 100.0], [0.0, 5.0, 100.0], [-5.0, -5.0, 101.0]])  # unscaled columns
+    labels = torch.arange(3).repeat_interleave(40)
+    features = centres[labels] + torch.randn(120, 3, generator=g)
+    head = fit_mask_head.fit_head(features, labels, 3, steps=200)
+    with torch.no_grad():
+        assert (head(features).argmax(1) == labels).float().mean() > 0.95
+    rates = fit_mask_head.rates(np.array([0, 2, 0, 1]), np.array([False, True, True, False]))
+    assert rates == {"masked found %": 50.0, "bare called masked %": 50.0}

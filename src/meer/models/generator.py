@@ -66,10 +66,6 @@ class UnmaskGenerator(nn.Module):
         x = self.up1(x, image * visible)
         return torch.tanh(self.to_rgb(x))
 
-    def region_logits(self, image: torch.Tensor, occlusion: torch.Tensor) -> torch.Tensor | None:
-        """None: this generator repaints the coarse predicted occlusion as it is."""
-        return None
-
 
 class GatedConv(nn.Module):
     """Gated convolution (Yu et al., *Free-form image inpainting with gated convolution*, 2019):
@@ -103,35 +99,12 @@ class GatedUpBlock(nn.Module):
         return self.body(torch.cat([x, self.project(skip * (1.0 - hole)), hole], 1))
 
 
-class OcclusionRefiner(nn.Module):
-    """The region to repaint, at full resolution: the recogniser predicts the occlusion on a
-    14x14 grid, whose upsampled edge misses ear loops and the mask's rim by up to a cell and
-    covers skin elsewhere. Four convolutions (dilated 1, 2, 4: a 17-pixel view) read the image
-    and the coarse probability and correct the coarse logits; the correction starts at zero."""
-
-    def __init__(self, width: int = 16) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(4, width, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(width, width, 3, padding=2, dilation=2), nn.ReLU(inplace=True),
-            nn.Conv2d(width, width, 3, padding=4, dilation=4), nn.ReLU(inplace=True),
-            nn.Conv2d(width, 1, 3, padding=1),
-        )
-        nn.init.zeros_(self.body[-1].weight)
-        nn.init.zeros_(self.body[-1].bias)
-
-    def forward(self, image: torch.Tensor, occlusion: torch.Tensor) -> torch.Tensor:
-        """Logits ``[B, 1, S, S]`` from the image ``[B, 3, S, S]`` and the coarse probability."""
-        coarse = torch.logit(occlusion.clamp(1e-4, 1 - 1e-4))
-        return coarse + self.body(torch.cat([image, 2 * occlusion - 1], 1))
-
-
 class GatedGenerator(nn.Module):
     """The restoration generator of issue 15: same inputs and gating of the skips as
     :class:`UnmaskGenerator`, but gated convolutions at every scale, the occlusion map fed to each
     of them (the network knows where to paint), skips projected by 1x1 convolutions (fewer
     weights, so a wider decoder fits the release's size) and a residual refinement at full
-    resolution; and an :class:`OcclusionRefiner` for the region the composite repaints."""
+    resolution."""
 
     def __init__(self, identity_channels: int, skip_channels: tuple[int, int, int], width: int = 32) -> None:
         super().__init__()
@@ -146,12 +119,6 @@ class GatedGenerator(nn.Module):
         self.up1 = GatedUpBlock(width, 3, width)
         self.refine = GatedConv(width, width)
         self.to_rgb = nn.Conv2d(width, 3, 3, padding=1)
-        self.refiner = OcclusionRefiner()
-
-    def region_logits(self, image: torch.Tensor, occlusion: torch.Tensor) -> torch.Tensor:
-        """Full-resolution occlusion logits ``[B, 1, S, S]`` for the composite (no gradient
-        reaches the coarse ``occlusion``: the recogniser's head learns from its own loss)."""
-        return self.refiner(image, occlusion.detach())
 
     def forward(
         self, identity: torch.Tensor, skips: list[torch.Tensor], image: torch.Tensor, occlusion: torch.Tensor

@@ -33,7 +33,6 @@ class Unmasked:
     restored: torch.Tensor  # composite [B, 3, S, S]
     occlusion: torch.Tensor  # predicted probability at full resolution [B, 1, S, S]
     region: torch.Tensor  # weight of the generated pixels in the composite, in [0, 1] [B, 1, S, S]
-    region_logits: torch.Tensor | None = None  # the generator's full-resolution occlusion logits, if it refines
 
 
 class MEER(nn.Module):
@@ -117,8 +116,7 @@ class MEER(nn.Module):
     def unmask(self, images: torch.Tensor, encoded: Encoded | None = None) -> Unmasked:
         """Restore the face under the predicted mask; pixels outside it are the input's.
 
-        The repainted region is the predicted occlusion (refined at full resolution by a generator
-        that can: :meth:`GatedGenerator.region_logits`) above the threshold, grown by
+        The repainted region is the predicted occlusion above the threshold, grown by
         ``blend_dilate`` pixels and feathered over ``2 * blend_feather`` pixels
         (:func:`meer.models.generator.blend_weights`); pixels beyond it are the input bit for bit.
         """
@@ -128,12 +126,9 @@ class MEER(nn.Module):
             encoded = self(images)
         occlusion = self.occlusion_probability(encoded, images.shape[-1])
         raw = self.generator(encoded.identity, encoded.maps[:3], images, occlusion)
-        logits = self.generator.region_logits(images, occlusion)
-        if logits is not None:
-            occlusion = torch.sigmoid(logits)
         region = blend_weights((occlusion > self.occlusion_threshold).to(images.dtype), self.blend_dilate,
                                self.blend_feather)
-        return Unmasked(raw, composite(raw, images, region), occlusion, region, logits)
+        return Unmasked(raw, composite(raw, images, region), occlusion, region)
 
 
 def build_model(model_cfg) -> MEER:

@@ -119,8 +119,6 @@ def generator_objective(
         unmasked = model.unmask(masked, encoded)
         restored = unmasked.restored
         parts["pix"] = weights.pix * pixel_loss(unmasked.raw, clean, batch["occlusion"], weights.pix_inside, twin)
-        if unmasked.region_logits is not None:  # the generator's own full-resolution region
-            parts["occ_region"] = weights.occ * occlusion_loss(unmasked.region_logits, batch["occlusion"], weight=twin)
         if nets.discriminator is not None and weights.adv > 0:
             if weights.feat_match > 0 and has_twins:
                 fake_scores, fake_features = nets.discriminator(restored, return_features=True)
