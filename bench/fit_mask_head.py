@@ -33,23 +33,30 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lfw_benchmark import lfw_split
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from meer.data.cache import FaceCache
-from meer.data.dataset import to_tensor
 from meer.data.masks import MASK_TYPES
 from meer.eval.masked_copies import render_test_masks
-from meer.inference.checkpoint import FORMAT_VERSION, WEIGHTS, find_checkpoint, load_model
-from meer.io import atomic_write_text
+from meer.inference.batched import batches
+from meer.inference.checkpoint import (
+    FORMAT_VERSION,
+    WEIGHTS,
+    find_checkpoint,
+    is_release,
+    load_model,
+    load_weights,
+)
+from meer.io import atomic_write, atomic_write_json
 
 FIT_SEED, VAL_SEED = 21, 22  # mask draws for the fitting and validation faces
 
 
 @torch.no_grad()
 def mask_features(model, images: np.ndarray, batch_size: int = 64) -> torch.Tensor:
-    """Pooled ``x_mask`` ``[N, C]``, the mask head's input."""
-    return torch.cat([model(to_tensor(images[i:i + batch_size])).decoupled.mask.mean((2, 3))
-                      for i in range(0, len(images), batch_size)])
+    """Pooled ``x_mask`` ``[N, C]``, the mask head's input, of uint8 faces ``[N, S, S, 3]``."""
+    device = next(model.parameters()).device
+    return torch.cat([model(x).decoupled.mask.mean((2, 3)).cpu() for _, x in batches(images, batch_size, device)])
 
 
 def fit_head(features: torch.Tensor, labels: torch.Tensor, classes: int, steps: int = 500,
@@ -88,7 +95,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    model, _, _ = load_model(args.checkpoint)
+    source = find_checkpoint(args.checkpoint)
+    if is_release(source):
+        raise SystemExit(f"error: {source} is a release; give the training checkpoint it was exported from")
+    model, _, _ = load_model(source)
     kinds = tuple(MASK_TYPES[1:])
     if model.decouple.mask_head.out_features != len(MASK_TYPES):
         raise SystemExit(f"error: expected a head over {MASK_TYPES}")
@@ -122,13 +132,13 @@ def main() -> None:
     target = out / "checkpoint"
     if target.exists():
         shutil.rmtree(target)
-    shutil.copytree(find_checkpoint(args.checkpoint), target)
-    weights = load_file(str(target / WEIGHTS))
+    shutil.copytree(source, target)
+    weights = load_weights(target)
     prefix = next(k for k in weights if k.endswith("decouple.mask_head.weight"))[: -len("weight")]
     weights[prefix + "weight"] = new.weight.detach().to(weights[prefix + "weight"].dtype).contiguous()
     weights[prefix + "bias"] = new.bias.detach().to(weights[prefix + "bias"].dtype).contiguous()
-    save_file(weights, str(target / WEIGHTS), metadata={"format": f"meer-{FORMAT_VERSION}"})
-    atomic_write_text(out / "results.json", json.dumps({"checkpoint": args.checkpoint, "rows": rows}, indent=2))
+    atomic_write(target / WEIGHTS, lambda tmp: save_file(weights, tmp, metadata={"format": f"meer-{FORMAT_VERSION}"}))
+    atomic_write_json(out / "results.json", {"checkpoint": args.checkpoint, "rows": rows})
     print(f"wrote {target} (mask head refitted) and {out / 'results.json'}")
 
 
