@@ -78,6 +78,11 @@ log = logging.getLogger("pretrain_generator")
 @dataclass
 class PretrainConfig:
     base_model: str = "src/meer/default_model"  # the frozen recogniser (and occlusion predictor)
+    # A new run's generator starts from this checkpoint's or release's generator (no optimiser
+    # state) as if saved at ``init_step``: the schedule and the data stream go on from there, and
+    # the learning rate warms up again over ``warmup_steps``. "" for a generator from scratch.
+    init_generator: str = ""
+    init_step: int = 0
     generator_arch: str = "gated"
     generator_width: int = 32
     blend_dilate: int = 2
@@ -207,10 +212,10 @@ def validate(restorer: Restorer, faces, masks, trained: list[str]) -> dict[str, 
 
 
 def lr_at(cfg: PretrainConfig, step: int) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    t = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+    """Linear warm-up over ``warmup_steps`` from ``init_step``, cosine to ``min_lr_ratio`` at ``steps``."""
+    t = min(1.0, max(0, step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    cosine = cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+    return cfg.lr * cosine * min(1.0, (step - cfg.init_step + 1) / cfg.warmup_steps)
 
 
 def save(out: Path, restorer: Restorer, optimizer, step: int, cfg: PretrainConfig, best: dict) -> Path:
@@ -257,6 +262,10 @@ def main() -> None:
         start = int(train_state["step"])
         best = json.loads((latest / "state.json").read_text()).get("best", {})
         log.info("resumed from %s (step %d)", latest, start)
+    elif cfg.init_generator:
+        generator.load_state_dict(split_state(load_weights(cfg.init_generator), "model.generator"))
+        start = cfg.init_step
+        log.info("generator from %s, going on from step %d", cfg.init_generator, start)
     generator.train()
 
     dataset = MaskedFaces(faces, mask_renderer(cfg.mask_types), cfg.mask_prob, hflip=True, seed=cfg.seed)

@@ -54,7 +54,7 @@ from meer.eval.pairs import SETTINGS
 from meer.eval.report import markdown_table
 from meer.eval.suite import VerificationSet, run_verification
 from meer.eval.verification import tar_at_far
-from meer.inference.batched import embed_images
+from meer.inference.batched import embed_images, mask_classes
 from meer.inference.checkpoint import load_model
 from meer.io import atomic_write_text
 from meer.train.teacher import CACHE_FILE, embed_both_ways, read_targets, write_targets
@@ -225,7 +225,12 @@ def main() -> None:
         if "val_real" not in entry:
             entry["val_real"] = identification_scores(*masked_gallery(model, real_val))
             entry["val_lfw_mu"] = run_verification(model, val, MASK_SEED, ALL_KINDS).verification["M-U"].accuracy_mean * 100
-        log.info("%s: validation %s, LFW val M-U %.2f", name, entry["val_real"], entry["val_lfw_mu"])
+        if "val_mask_head" not in entry:  # does the mask classifier (which picks the threshold) find real masks?
+            called = mask_classes(model, np.asarray(real_val.images)) != 0
+            real = real_val.real_masked
+            entry["val_mask_head"] = {"found": 100 * float(called[real].mean()), "bare": 100 * float(called[~real].mean())}
+        log.info("%s: validation %s, LFW val M-U %.2f, mask head %s", name, entry["val_real"], entry["val_lfw_mu"],
+                 entry["val_mask_head"])
         atomic_write_text(results_path, json.dumps(results, indent=2) + "\n")
 
     variants = dict(parse_variant(text) for text in args.variants)
@@ -241,10 +246,12 @@ def main() -> None:
     train_and_validate(baseline, without_real, targets[clean_only], [*shared, "model.num_mask_types=4"])
     results["chosen_on_validation"] = chosen
     print("\nvalidation (rmfrd-train validation people, real masks; LFW validation identities):")
-    print(markdown_table([{"name": n, **results["systems"][n]["val_real"], "lfw": results["systems"][n]["val_lfw_mu"]}
-                          for n in results["systems"] if "val_real" in results["systems"][n]], [
+    systems = results["systems"]
+    print(markdown_table([{"name": n, **systems[n]["val_real"], "lfw": systems[n]["val_lfw_mu"], **systems[n]["val_mask_head"]}
+                          for n in systems if "val_mask_head" in systems[n]], [
         ("name", "system", "{}"), ("rank1", "val real-mask rank-1 %", "{:.1f}"), ("rank5", "rank-5 %", "{:.1f}"),
         ("tar_far_1e-2", "TAR@FAR=1e-2 %", "{:.1f}"), ("probes", "probes", "{}"), ("lfw", "LFW val M-U %", "{:.2f}"),
+        ("found", "real masks called masked %", "{:.1f}"), ("bare", "unmasked called masked %", "{:.1f}"),
     ]))
     print(f"chosen on validation: {chosen}; its counterpart: {baseline}", flush=True)
     atomic_write_text(results_path, json.dumps(results, indent=2) + "\n")

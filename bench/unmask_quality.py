@@ -11,7 +11,10 @@ benchmark's test masks), and every system restores it:
 - ``masked (as is)``: the masked face itself, the score of doing nothing;
 - ``Telea``: OpenCV's classical inpainting on the *true* mask region (an advantage no learned
   system gets: they must find the mask themselves), the floor to beat;
-- each ``-m`` model: ``MEER.unmask``'s composite, on the region the model predicts.
+- each ``-m`` model: ``MEER.unmask``'s composite, on the region the model predicts;
+- each ``--blurred-truth SIGMA``: a reference, not a system: the *clean* face blurred by a Gaussian
+  of SIGMA px inside the true region. It scores what a restoration with the true lower face's
+  shapes and colours but none of its fine detail would, which places the bar's figures.
 
 Measures, by mask kind and over all faces (docs: ``meer.eval.synthesis``): PSNR and SSIM inside
 the true mask region; boundary excess (gradient the restored face adds over the clean one on a
@@ -34,6 +37,7 @@ import json
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 from lfw_benchmark import MASK_SEED, lfw_split
 
@@ -96,6 +100,8 @@ def main() -> None:
                         help="a checkpoint, run or release folder (repeatable); label with NAME=PATH")
     parser.add_argument("--blend", action="append", default=[], metavar="DILATE,FEATHER",
                         help="composite each model with this growth and feather (px; repeatable); default: its own")
+    parser.add_argument("--blurred-truth", action="append", type=float, default=[], metavar="SIGMA",
+                        help="add the reference: the clean face blurred by SIGMA px inside the true region")
     parser.add_argument("--limit", type=int, default=0, help="only this many faces, spread evenly (0: all)")
     parser.add_argument("--held-out", default="", help="comma-separated mask kinds the models never trained on")
     parser.add_argument("--val-identities", type=int, default=120)
@@ -147,6 +153,8 @@ def main() -> None:
     emb_masked = embed_images(judge, masked.images, 64)
     masked_id = np.einsum("nd,nd->n", emb_masked, emb_clean)
     outputs = {"masked (as is)": masked.images, "Telea (true region)": telea_inpaint(masked.images, region)}
+    for sigma in args.blurred_truth:
+        outputs[f"clean blurred, sigma {sigma:g} (reference)"] = blurred_truth(clean, masked.images, region, sigma)
     occlusions = {}
     for spec in args.model:
         label, _, path = spec.rpartition("=")
@@ -184,6 +192,12 @@ def main() -> None:
         print(f"wrote {args.grid}", flush=True)
     print(f"wrote {out / 'metrics.json'} in {time.time() - started:.0f} s", flush=True)
     print(json.dumps({r["system"]: round(r["psnr"], 2) for r in rows if r["masks"] == "all"}), flush=True)
+
+
+def blurred_truth(clean: np.ndarray, masked: np.ndarray, region: np.ndarray, sigma: float) -> np.ndarray:
+    """The clean faces blurred by a Gaussian of ``sigma`` px inside ``region`` (>= 0.5), masked elsewhere."""
+    blurred = np.stack([cv2.GaussianBlur(face, (0, 0), sigma) for face in clean])
+    return np.where((region >= 0.5)[..., None], blurred, masked)
 
 
 def grid_faces(mask_type: np.ndarray, count: int = 16) -> np.ndarray:

@@ -160,6 +160,10 @@ class OptimConfig:
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    # Learning-rate multiplier of the recogniser's layers outside the backbone (decoupling module,
+    # margin centres, distillation projection): fresh layers on a pretrained backbone fine-tuned
+    # at a low rate barely move otherwise (the mask classifier stays at chance).
+    head_lr_scale: float = 1.0
     gen_lr: float = 2e-4  # generator and discriminator use Adam
     disc_lr: float = 2e-4
     betas: list[float] = field(default_factory=lambda: [0.5, 0.999])

@@ -113,6 +113,17 @@ def test_each_stage_gets_the_configured_optimisers_over_exactly_its_trainable_we
     assert state.optimisers["generator"].param_groups[0]["lr"] == pytest.approx(0.0003)
 
 
+def test_head_lr_scale_gives_the_layers_outside_the_backbone_their_own_rate(tiny_config, tiny_faces):
+    trainer = Trainer(tiny_config(stages(2, 2, 2), *OPTIM, "optim.head_lr_scale=10"), tiny_faces, progress=False)
+    nets = trainer.nets
+    backbone, heads = trainer.build_stage(stage_named(trainer, "recognition")).optimisers["recogniser"].param_groups
+    assert backbone["lr"] == pytest.approx(0.05) and heads["lr"] == pytest.approx(0.5)
+    assert ids(backbone["params"]) == trainable(nets.model.backbone)
+    assert ids(heads["params"]) == trainable(nets.model.decouple, nets.classifier)
+    groups = trainer.build_stage(stage_named(trainer, "joint")).optimisers["recogniser"].param_groups  # lr_scale 0.2
+    assert [g["lr"] for g in groups] == pytest.approx([0.01, 0.1])
+
+
 def test_adamw_and_the_schedule_reach_the_recogniser(tiny_config, tiny_faces):
     extra = [*OPTIM, "optim.optimizer=adamw", "optim.warmup_steps=2", "optim.schedule=cosine"]
     trainer = Trainer(tiny_config(stages(6, 2, 2), *extra), tiny_faces, progress=False)

@@ -33,6 +33,15 @@ def test_learning_rate_warms_up_then_follows_a_cosine_to_its_floor():
     assert all(a >= b for a, b in zip(lr[10:], lr[11:]))
 
 
+def test_a_warm_started_run_warms_up_again_then_rejoins_the_cosine():
+    fresh = pretrain_generator.PretrainConfig(lr=1.0, warmup_steps=10, steps=110, min_lr_ratio=0.1)
+    warm = pretrain_generator.PretrainConfig(lr=1.0, warmup_steps=10, steps=110, min_lr_ratio=0.1, init_step=50)
+    assert pretrain_generator.lr_at(warm, 50) == pytest.approx(0.1 * pretrain_generator.lr_at(fresh, 50))
+    assert pretrain_generator.lr_at(warm, 54) == pytest.approx(0.5 * pretrain_generator.lr_at(fresh, 54))
+    for step in (59, 60, 100, 115):
+        assert pretrain_generator.lr_at(warm, step) == pytest.approx(pretrain_generator.lr_at(fresh, step))
+
+
 def test_table_groups_by_mask_kind_and_marks_the_held_out_one():
     kinds = np.array([1, 1, 3, 3])  # surgical, surgical, cloth, cloth
     per_face = {"psnr": np.array([10.0, 20.0, 30.0, 50.0]), "id": np.array([0.5, 0.7, 0.9, 0.9])}
@@ -41,6 +50,18 @@ def test_table_groups_by_mask_kind_and_marks_the_held_out_one():
     assert rows[0]["psnr"] == 27.5 and rows[1]["psnr"] == 15.0 and rows[2]["faces"] == 2
     assert rows[1]["id_gain"] == pytest.approx(0.1) and rows[2]["id_gain"] == pytest.approx(0.2)
     assert list(unmask_quality.grid_faces(np.array([0, 1, 0, 2, 3, 0]), 2)) == [1, 4]
+
+
+def test_blurred_truth_blurs_the_clean_face_inside_the_region_and_keeps_the_masked_one_outside():
+    rng = np.random.default_rng(0)
+    clean = rng.integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    masked = np.full_like(clean, 7)
+    region = np.zeros((2, 16, 16), np.uint8)
+    region[:, 8:] = 1
+    out = unmask_quality.blurred_truth(clean, masked, region, 2.0)
+    assert (out[:, :8] == 7).all()  # outside: the masked face
+    inside = out[:, 8:].astype(float)
+    assert abs(inside.mean() - clean[:, 8:].mean()) < 20 and inside.std() < 0.5 * clean[:, 8:].std()  # smoothed truth
 
 
 def test_sobel_gives_each_channels_x_and_y_gradient_with_replicated_edges():

@@ -309,9 +309,15 @@ class Trainer:
 
         optimisers: dict[str, torch.optim.Optimizer] = {}
         trained = trained_groups(stage)
-        recogniser = params([g for g in (*RECOGNISER_GROUPS, "projection") if g in trained])
+        lr = optim.lr * stage.lr_scale
+        names = [g for g in (*RECOGNISER_GROUPS, "projection") if g in trained]
+        if optim.head_lr_scale == 1.0:  # one parameter group, as in checkpoints from before head_lr_scale
+            recogniser = [{"params": params(names)}]
+        else:
+            recogniser = [{"params": params([g for g in names if g == "backbone"])},
+                          {"params": params([g for g in names if g != "backbone"]), "lr": lr * optim.head_lr_scale}]
+        recogniser = [group for group in recogniser if group["params"]]
         if recogniser:
-            lr = optim.lr * stage.lr_scale
             if optim.optimizer == "sgd":
                 optimisers["recogniser"] = torch.optim.SGD(
                     recogniser, lr=lr, momentum=optim.momentum, weight_decay=optim.weight_decay
