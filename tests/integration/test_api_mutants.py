@@ -135,9 +135,12 @@ def test_batched_unmasking_runs_the_generator_only_on_the_faces_found_masked(mod
     head, generator = model.network.decouple.mask_head, model.network.generator
     hook = generator.register_forward_hook(lambda module, args, out: calls.append(len(out)))
 
+    encodes = []
+
     def classify(module, args, out):  # class 0 (none) or 2 by the face's place in the batches of 4
+        encodes.append(len(out))
         logits = torch.full_like(out, -10.0)
-        picked = bare[:len(out)] if len(out) == 4 else bare[4:]  # (a re-encoded masked face: unused)
+        picked = bare[:4] if len(out) == 4 else bare[4:]
         logits[:, 0] = torch.where(picked, 10.0, -10.0)
         logits[:, 2] = torch.where(picked, -10.0, 10.0)
         return logits
@@ -146,6 +149,7 @@ def test_batched_unmasking_runs_the_generator_only_on_the_faces_found_masked(mod
         out = unmask_images(model.network, faces, batch_size=4, masked_only=True)
     hook.remove()
     assert calls == [1, 1]  # one masked face in each batch of the generator's
+    assert encodes == [4, 1]  # each face encoded once: the masked ones are not encoded again
     assert out.mask_type.tolist() == [0, 2, 0, 0, 2]
     for i in (1, 4):
         assert np.abs(out.restored[i].astype(int) - everything.restored[i]).max() <= 1

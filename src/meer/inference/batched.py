@@ -89,7 +89,7 @@ def unmask_images(
             if not rows.all():
                 result.occlusion[start : start + len(x)] = model.occlusion_probability(encoded, s)[:, 0].cpu().numpy()
             if rows.any():
-                unmasked = model.unmask(x, encoded) if rows.all() else model.unmask(x[rows])
+                unmasked = model.unmask(x, encoded) if rows.all() else model.unmask(x[rows], encoded.select(rows))
                 index = start + rows.nonzero()[:, 0].cpu().numpy()
                 result.restored[index] = to_uint8(unmasked.restored)
                 result.occlusion[index] = unmasked.occlusion[:, 0].cpu().numpy()

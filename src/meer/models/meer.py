@@ -26,6 +26,13 @@ class Encoded:
     embedding: torch.Tensor  # [B, D], not normalised
     decoupled: DecoupleOutput | None
 
+    def select(self, rows: torch.Tensor) -> Encoded:
+        """The encodings of some faces of the batch (``rows``: a bool mask or indices)."""
+        dec = self.decoupled
+        if dec is not None:
+            dec = DecoupleOutput(*(getattr(dec, f.name)[rows] for f in dataclasses.fields(dec)))
+        return Encoded([m[rows] for m in self.maps], self.identity[rows], self.embedding[rows], dec)
+
 
 @dataclass
 class Unmasked:
