@@ -15,8 +15,9 @@ every other face); ``with real masks`` also sees the masked ones, flagged by ``m
 (class "real", no clean twin), in each of the ``--variants`` (by default the teacher's pull,
 ``teacher.pull``: masked photo -> the teacher's mean of the same person's unmasked photos, at 0
 and 5). The variant is chosen on validation only: rank-1 of the validation people's masked
-photos against their unmasked ones (rmfrd-train); then the same model without the real masked
-photos is trained with the chosen variant's settings.
+photos against their unmasked ones (rmfrd-train), among the variants whose mask classifier finds
+at least 90% of those masks (it picks the verification threshold); then the same model without
+the real masked photos is trained with the chosen variant's settings.
 
 Test (never used for a choice): rmfrd-dev masked probes against its unmasked gallery (rank-1,
 rank-5, TAR at FAR 1e-2 over every probe-gallery image pair), rmfrd-dev unmasked leave-one-out
@@ -65,6 +66,7 @@ log = logging.getLogger("real_mask_training")
 CONFIG = CONFIGS / "real-masks.yaml"
 ALL_KINDS = ("surgical", "n95", "cloth")
 HELD_OUT = ("cloth",)
+MIN_MASKS_FOUND = 90.0  # % of the validation people's real masks the mask classifier must find
 
 
 def split_people(cache: FaceCache, val_people: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -237,7 +239,10 @@ def main() -> None:
     for variant, overrides in variants.items():
         train_and_validate(f"with real masks, {variant}", with_real, targets, overrides)
     pulled = [f"with real masks, {v}" for v in variants]
-    chosen = max(pulled, key=lambda n: (results["systems"][n]["val_real"]["rank1"], -pulled.index(n)))
+    # verify and identify pick their threshold by the mask classifier's verdict, so a model whose
+    # classifier misses most real masks is not a candidate while another finds them
+    usable = [n for n in pulled if results["systems"][n]["val_mask_head"]["found"] >= MIN_MASKS_FOUND] or pulled
+    chosen = max(usable, key=lambda n: (results["systems"][n]["val_real"]["rank1"], -pulled.index(n)))
     # the same model without the real masked photos: the chosen variant's settings (the pull acts
     # on real masked photos only, so it is left out), four mask classes
     variant = chosen.removeprefix("with real masks, ")
