@@ -118,6 +118,17 @@ def test_bad_inputs_fail_with_one_line(capsys, checkpoint, photos, argv, message
     assert message.format(photos=photos) in err
 
 
+@pytest.mark.parametrize("command", ["verify", "prepare"])
+def test_an_unknown_detector_is_refused_before_anything_runs(capsys, photos, command):
+    a = str(photos / "people/ann/1.png")
+    argv = [command, a, a] if command == "verify" else [command, a, "-o", str(photos / "cache")]
+    with pytest.raises(SystemExit) as stop:
+        main([*argv, "--detector", "mtcnn,dlib"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "'mtcnn,dlib': choose auto, mtcnn, mediapipe, yunet" in err
+    assert not (photos / "cache").exists()
+
+
 @pytest.mark.parametrize(
     "checkpoint_arg, message",
     [

@@ -5,6 +5,7 @@ import pytest
 from meer.data.align import align_face
 from meer.data.detect import (
     Detection,
+    FallbackDetector,
     available_detectors,
     create_detector,
     detect_faces,
@@ -55,6 +56,44 @@ def test_detect_faces_downscales_large_photos_and_maps_back():
     np.testing.assert_allclose(found.box, [25, 50, 275, 300], atol=1e-3)
     expected = (arcface_template(87.5) + [43.75 - 35, 52.5 - 35]) / 0.35
     np.testing.assert_allclose(found.landmarks5, expected, atol=1e-3)
+
+
+class Blind:
+    name = "blind"
+
+    def __init__(self):
+        self.calls = 0
+
+    def detect(self, image):
+        self.calls += 1
+        return []
+
+
+class Everywhere:
+    name = "everywhere"
+
+    def detect(self, image):
+        return [face(0, 0, image.shape[1], score=0.5)]
+
+
+def test_a_fallback_chain_asks_the_next_detector_only_when_one_finds_nothing_even_padded():
+    image = np.zeros((100, 100, 3), np.uint8)
+    blind = Blind()
+    chain = FallbackDetector([blind, EdgeShy(), Everywhere()], pad=0.5)
+    assert chain.name == "blind,edge-shy,everywhere"
+    [found] = chain.detect(image)  # EdgeShy finds the face on the padded image: Everywhere is not asked
+    np.testing.assert_allclose(found.box, [0, 0, 100, 100])
+    assert found.score == 0.9 and blind.calls == 2  # the image and its padded copy
+    assert FallbackDetector([Blind(), Blind()]).detect(image) == []
+    with pytest.raises(ValueError, match="two"):
+        FallbackDetector([Blind()])
+
+
+@pytest.mark.skipif(len(available_detectors()) < 2, reason="needs two detectors installed")
+def test_auto_chains_the_installed_detectors_in_preference_order():
+    detector = create_detector("auto")
+    assert detector.name == ",".join(available_detectors())
+    assert create_detector("mtcnn, yunet").name == "mtcnn,yunet"
 
 
 def test_unknown_detector_is_a_clear_error():

@@ -10,6 +10,17 @@ import sys
 from typing import Any
 
 ENV_CHECKPOINT = "MEER_CHECKPOINT"
+DETECTORS = ("mtcnn", "mediapipe", "yunet")  # meer.data.detect.BACKENDS, without importing OpenCV
+DETECTOR_HELP = ("face detector: auto (the first installed of mtcnn, mediapipe, yunet), mtcnn, mediapipe, yunet, "
+                 "or a comma-separated list tried in turn until one finds a face (e.g. mtcnn,yunet)")
+
+
+def detector_spec(text: str) -> str:
+    """argparse type of ``--detector``: ``auto``, a backend, or backends separated by commas."""
+    parts = [part.strip() for part in text.split(",")]
+    if text == "auto" or all(part in DETECTORS for part in parts):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r}: choose auto, {', '.join(DETECTORS)} or a comma-separated list of them")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, aligned: bool = True, as_json: bool = True) -> None:
@@ -20,7 +31,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, aligned: bool = True, a
     )
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument(
-        "--detector", default="auto", help="face detector: auto, mtcnn, mediapipe or yunet (default: auto)"
+        "--detector", default="auto", type=detector_spec, help=DETECTOR_HELP + " (default: auto)"
     )
     if aligned:
         parser.add_argument(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from meer.cli.inference import DETECTOR_HELP, detector_spec
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
@@ -19,8 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(use with --size 150 for the dlib teacher and peer)",
     )
     parser.add_argument(
-        "--detector", default="auto", choices=["auto", "mtcnn", "mediapipe", "yunet"],
-        help="face detector for photos (default: the first installed of mtcnn, mediapipe, yunet)",
+        "--detector", default="auto", type=detector_spec, help=DETECTOR_HELP + " (default: auto; for photos)",
     )
     parser.add_argument(
         "--no-face", default="skip", choices=["skip", "frame"],

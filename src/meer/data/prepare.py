@@ -168,13 +168,15 @@ def _process(data: bytes) -> tuple[str, Any]:
 
 
 def _resolve_detector(name: str) -> str:
+    if "," in name:  # a fallback chain: each of its detectors must be installed
+        return ",".join(_resolve_detector(part.strip()) for part in name.split(","))
     installed = available_detectors()
     if name == "auto":
         if not installed:
             raise ValueError(
                 "photos need a face detector and none is installed: pip install 'meer[detect]'"
             )
-        return installed[0]
+        return ",".join(installed)  # a fallback chain (meer.data.detect.create_detector)
     if name not in BACKENDS:
         raise ValueError(f"unknown detector {name!r}; choose from auto, {', '.join(BACKENDS)}")
     if name not in installed:
@@ -202,7 +204,8 @@ def prepare_dataset(
     size:       side of the aligned crops (the template is scaled to it)
     template:   ``arcface`` (the 112 ArcFace 5-point template) or ``dlib`` (dlib's 150 face-chip
                 framing, for the dlib teacher and peer; see :mod:`meer.data.faceset`)
-    detector:   ``auto``, ``mtcnn``, ``mediapipe`` or ``yunet`` (ignored for already aligned sources)
+    detector:   ``auto``, ``mtcnn``, ``mediapipe``, ``yunet`` or a comma-separated fallback chain
+                (ignored for already aligned sources)
     no_face:    ``skip`` or ``frame`` (see the module docstring)
     resume:     continue a run interrupted in ``output``; False starts over
     workers:    processes for decoding/detection; default: all CPU cores, 1 = in this process
