@@ -100,6 +100,8 @@ def main() -> None:
                         help="a checkpoint, run or release folder (repeatable); label with NAME=PATH")
     parser.add_argument("--blend", action="append", default=[], metavar="DILATE,FEATHER",
                         help="composite each model with this growth and feather (px; repeatable); default: its own")
+    parser.add_argument("--flip", action="store_true",
+                        help="also score each model with the mirrored restoration averaged in (MEER.unmask flip)")
     parser.add_argument("--blurred-truth", action="append", type=float, default=[], metavar="SIGMA",
                         help="add the reference: the clean face blurred by SIGMA px inside the true region")
     parser.add_argument("--limit", type=int, default=0, help="only this many faces, spread evenly (0: all)")
@@ -162,11 +164,13 @@ def main() -> None:
         for blend in blends or [(model.blend_dilate, model.blend_feather)]:
             model.blend_dilate, model.blend_feather = blend
             name = (label or path) + (f" (grow {blend[0]}, feather {blend[1]})" if blends else "")
-            t0 = time.time()
-            restorations = unmask_images(model, masked.images, 64)
-            print(f"{name}: unmasked {len(faces)} faces in {time.time() - t0:.0f} s", flush=True)
-            outputs[name] = restorations.restored
-            occlusions[name] = (restorations.occlusion * 255).round().astype(np.uint8)
+            for flip in (False, True) if args.flip else (False,):
+                t0 = time.time()
+                restorations = unmask_images(model, masked.images, 64, flip=flip)
+                key = name + (" (flip)" if flip else "")
+                print(f"{key}: unmasked {len(faces)} faces in {time.time() - t0:.0f} s", flush=True)
+                outputs[key] = restorations.restored
+                occlusions[key] = (restorations.occlusion * 255).round().astype(np.uint8)
 
     if args.grid_only:
         write_grid(Path(args.grid), masked, clean, outputs, occlusions)

@@ -119,10 +119,13 @@ def test_mask_verdicts_name_every_class_but_none_a_mask(model):
 def test_unmask_returns_the_generators_restoration_and_the_mask_it_found(model, mask_class):
     wear(model, mask_class)
     face = crops(1)[0]
-    result = model.unmask(face, aligned=True)
-    expected = unmask_images(model.network, face[None], batch_size=1)
+    result = model.unmask(face, aligned=True)  # mirrored restoration averaged in by default
+    expected = unmask_images(model.network, face[None], batch_size=1, flip=True)
     assert np.array_equal(result.restored, expected.restored[0])
     assert np.array_equal(result.occlusion, expected.occlusion[0])
+    once = model.unmask(face, aligned=True, flip=False)
+    assert np.array_equal(once.restored, unmask_images(model.network, face[None], batch_size=1).restored[0])
+    assert not np.array_equal(once.restored, result.restored)
     assert result.mask_detected and result.mask_type == mask_type_name(mask_class) == MASK_CLASSES[mask_class]
     assert np.array_equal(result.aligned, face) and result.face.aligned is result.aligned
 

@@ -72,6 +72,23 @@ def test_unmask_writes_the_restored_face(capsys, checkpoint, photos, tmp_path):
     assert Image.open(out_file).size == (32, 32) and Image.open(occlusion).mode == "L"
 
 
+def test_unmask_no_flip_restores_once(capsys, checkpoint, photos, tmp_path, monkeypatch):
+    import meer.api.model as api
+
+    flips = []
+
+    def recording(*args, **kwargs):
+        flips.append(kwargs["flip"])
+        return unmask_images(*args, **kwargs)
+
+    unmask_images = api.unmask_images
+    monkeypatch.setattr(api, "unmask_images", recording)
+    image = str(photos / "people/ann/1.png")
+    for flag in ([], ["--no-flip"]):
+        assert run(capsys, "unmask", image, "-o", str(tmp_path / "out.png"), "-m", checkpoint, *flag)[0] == 0
+    assert flips == [True, False]
+
+
 def test_embed_a_folder_skips_photos_without_a_face(capsys, checkpoint, photos, tmp_path):
     out_file = tmp_path / "embeddings.safetensors"
     code, out, err = run(capsys, "embed", str(photos), "-o", str(out_file), "-m", checkpoint)

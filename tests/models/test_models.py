@@ -212,6 +212,20 @@ def test_feathered_unmask_blends_near_the_region_and_keeps_far_pixels():
     torch.testing.assert_close(out.restored[part], a * out.raw[part] + (1 - a) * x[part])
 
 
+def test_flipped_unmask_averages_the_mirrored_restoration_mirrored_back():
+    torch.manual_seed(0)
+    model = MEER("iresnet18", width=0.125, input_size=32, embedding_dim=16, generator_width=8).eval()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        plain, mirrored = model.unmask(x), model.unmask(torch.flip(x, dims=[3]))
+        both = model.unmask(x, flip=True)
+    torch.testing.assert_close(both.raw, (plain.raw + torch.flip(mirrored.raw, dims=[3])) / 2)
+    torch.testing.assert_close(both.occlusion, (plain.occlusion + torch.flip(mirrored.occlusion, dims=[3])) / 2)
+    assert not torch.allclose(both.raw, plain.raw)  # an untrained generator is not mirror-symmetric
+    keep = both.region.expand_as(x) == 0
+    assert torch.equal(both.restored[keep], x[keep])
+
+
 def test_composite_blends_by_weight():
     image, restored = torch.zeros(1, 3, 2, 2), torch.ones(1, 3, 2, 2)
     region = torch.tensor([[[[0.0, 0.25], [1.0, 0.5]]]])

@@ -192,15 +192,17 @@ class FaceModel:
         threshold = self.threshold_for(setting)
         return VerifyResult(score, score >= threshold, threshold, self.calibrated, faces, setting, masked)
 
-    def unmask(self, image: ImageInput, aligned: bool = False) -> UnmaskResult:
+    def unmask(self, image: ImageInput, aligned: bool = False, flip: bool = True) -> UnmaskResult:
         """Repaint the masked lower face with the generator; also say whether a mask is worn.
 
         Only a face the mask classifier finds masked is repainted: for any other, ``restored`` is
-        the aligned crop itself (a restoration of a bare face could only degrade it)."""
+        the aligned crop itself (a restoration of a bare face could only degrade it). ``flip``
+        averages in the restoration of the mirrored face (twice the work; better on every measure
+        of BENCHMARKS.md 8)."""
         if not self.has_generator:
             raise ValueError(f"{self.checkpoint} was trained without a generator, so it cannot unmask")
         face = self.face(image, aligned)
-        out = unmask_images(self.network, face.aligned[None], batch_size=1, masked_only=True)
+        out = unmask_images(self.network, face.aligned[None], batch_size=1, masked_only=True, flip=flip)
         mask_class = int(out.mask_type[0])
         return UnmaskResult(
             restored=out.restored[0],

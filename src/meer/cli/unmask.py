@@ -19,6 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", "-o", required=True, metavar="OUT", help="where to write the restored face")
     parser.add_argument("--occlusion", metavar="FILE", help="also write the predicted mask region as a grey image")
     parser.add_argument("--aligned-output", metavar="FILE", help="also write the aligned input crop")
+    parser.add_argument("--no-flip", dest="flip", action="store_false",
+                        help="restore the face once, not also mirrored and averaged (half the work)")
     add_model_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         if path:
             image_format(path)  # a bad suffix fails before the model runs
     model = load_from_args(args)
-    result = model.unmask(args.image, aligned=args.aligned)
+    result = model.unmask(args.image, aligned=args.aligned, flip=args.flip)
     written = {"output": str(save_image(args.output, result.restored))}
     if args.occlusion:
         grey = np.round(result.occlusion * 255).astype(np.uint8)

@@ -69,11 +69,12 @@ class Restorations:
 
 @torch.no_grad()
 def unmask_images(
-    model: MEER, images: np.ndarray, batch_size: int = 128, progress: bool = False, masked_only: bool = False
+    model: MEER, images: np.ndarray, batch_size: int = 128, progress: bool = False, masked_only: bool = False,
+    flip: bool = False,
 ) -> Restorations:
     """Run the generator on uint8 faces ``[N, S, S, 3]``. With ``masked_only`` it runs only on the
     faces the mask classifier finds masked; the others are returned as they are (region empty,
-    occlusion the recogniser's coarse prediction)."""
+    occlusion the recogniser's coarse prediction). ``flip``: see :meth:`MEER.unmask`."""
     model.eval()
     device = next(model.parameters()).device
     n, s = len(images), images.shape[1]
@@ -89,7 +90,8 @@ def unmask_images(
             if not rows.all():
                 result.occlusion[start : start + len(x)] = model.occlusion_probability(encoded, s)[:, 0].cpu().numpy()
             if rows.any():
-                unmasked = model.unmask(x, encoded) if rows.all() else model.unmask(x[rows], encoded.select(rows))
+                unmasked = (model.unmask(x, encoded, flip) if rows.all()
+                            else model.unmask(x[rows], encoded.select(rows), flip))
                 index = start + rows.nonzero()[:, 0].cpu().numpy()
                 result.restored[index] = to_uint8(unmasked.restored)
                 result.occlusion[index] = unmasked.occlusion[:, 0].cpu().numpy()

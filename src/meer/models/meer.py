@@ -120,12 +120,14 @@ class MEER(nn.Module):
         logits = F.interpolate(encoded.decoupled.occlusion_logits, size=(size, size), mode="bilinear", align_corners=False)
         return torch.sigmoid(logits)
 
-    def unmask(self, images: torch.Tensor, encoded: Encoded | None = None) -> Unmasked:
+    def unmask(self, images: torch.Tensor, encoded: Encoded | None = None, flip: bool = False) -> Unmasked:
         """Restore the face under the predicted mask; pixels outside it are the input's.
 
         The repainted region is the predicted occlusion above the threshold, grown by
         ``blend_dilate`` pixels and feathered over ``2 * blend_feather`` pixels
         (:func:`meer.models.generator.blend_weights`); pixels beyond it are the input bit for bit.
+        ``flip`` also restores the mirrored image and averages the two (occlusion and generated
+        face, mirrored back), as ``embed`` does for embeddings: twice the cost.
         """
         if self.generator is None:
             raise ValueError("this model was built without a generator")
@@ -133,6 +135,13 @@ class MEER(nn.Module):
             encoded = self(images)
         occlusion = self.occlusion_probability(encoded, images.shape[-1])
         raw = self.generator(encoded.identity, encoded.maps[:3], images, occlusion)
+        if flip:
+            mirrored = torch.flip(images, dims=[3])
+            encoded_m = self(mirrored)
+            occlusion_m = self.occlusion_probability(encoded_m, images.shape[-1])
+            raw_m = self.generator(encoded_m.identity, encoded_m.maps[:3], mirrored, occlusion_m)
+            raw = (raw + torch.flip(raw_m, dims=[3])) / 2
+            occlusion = (occlusion + torch.flip(occlusion_m, dims=[3])) / 2
         region = blend_weights((occlusion > self.occlusion_threshold).to(images.dtype), self.blend_dilate,
                                self.blend_feather)
         return Unmasked(raw, composite(raw, images, region), occlusion, region)
