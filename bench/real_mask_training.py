@@ -17,14 +17,18 @@ every other face); ``with real masks`` also sees the masked ones, flagged by ``m
 and 5). The variant is chosen on validation only: rank-1 of the validation people's masked
 photos against their unmasked ones (rmfrd-train), among the variants whose mask classifier finds
 at least 90% of those masks (it picks the verification threshold); then the same model without
-the real masked photos is trained with the chosen variant's settings.
+the real masked photos is trained with the chosen variant's settings. With ``--refit-all-people``
+the chosen system and that counterpart are trained again, after the choice, on every rmfrd-train
+person (the validation people too), and those two are tested.
 
 Test (never used for a choice): rmfrd-dev masked probes against its unmasked gallery (rank-1,
 rank-5, TAR at FAR 1e-2 over every probe-gallery image pair), rmfrd-dev unmasked leave-one-out
 rank-1, and LFW folds 6-10 in U-U / M-U / M-M with the benchmark's masks (all three kinds, as in
 BENCHMARKS.md) and with cloth masks only (the held-out kind), k-fold accuracy and the accuracy at
 per-setting thresholds chosen on LFW validation pairs (what a user gets). Raw SFace (no training)
-is evaluated the same way as the reference. Results go to ``--out``; interrupted training resumes.
+is evaluated the same way as the reference; ``--also-rmfrd-cache`` scores rmfrd-dev again from
+another preparation of its photos (e.g. another ``--detector``). Results go to ``--out``;
+interrupted training resumes.
 """
 
 from __future__ import annotations
@@ -174,6 +178,9 @@ def main() -> None:
                         help="meer prepare output of ../shared/data/rmfrd-train (--no-face frame; masked_* flagged)")
     parser.add_argument("--rmfrd-cache", required=True, help="meer prepare output of ../shared/data/rmfrd-dev")
     parser.add_argument("--rmfrd-root", default="../shared/data/rmfrd-dev")
+    parser.add_argument("--also-rmfrd-cache", action="append", default=[], metavar="PATH",
+                        help="also score the tested models on this preparation of the same rmfrd-dev photos "
+                             "(e.g. another --detector); repeatable")
     parser.add_argument("--out", default="runs/real-masks")
     parser.add_argument("--variants", nargs="+", default=["pull 0:teacher.pull=0", "pull 5:teacher.pull=5"],
                         help="the real-mask systems to choose from on validation, each name:overrides (';' between)")
@@ -184,6 +191,9 @@ def main() -> None:
     parser.add_argument("--reuse-teacher", nargs="*", default=[],
                         help="teacher_embeddings.safetensors files of earlier runs (used where the faces match)")
     parser.add_argument("--skip-test", action="store_true", help="stop after the validation choice")
+    parser.add_argument("--refit-all-people", action="store_true",
+                        help="after the validation choice, train the chosen system and its counterpart again on "
+                             "every rmfrd-train person (validation people included) and test those")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
@@ -247,7 +257,8 @@ def main() -> None:
     variant = chosen.removeprefix("with real masks, ")
     shared = [o for o in variants[variant] if not o.startswith("teacher.pull")]
     baseline = "without real masks" + (f" ({variant})" if shared else "")
-    train_and_validate(baseline, without_real, targets[clean_only], [*shared, "model.num_mask_types=4"])
+    if not args.refit_all_people:  # otherwise the counterpart is trained on all people below
+        train_and_validate(baseline, without_real, targets[clean_only], [*shared, "model.num_mask_types=4"])
     results["chosen_on_validation"] = chosen
     print("\nvalidation (rmfrd-train validation people, real masks; LFW validation identities):")
     systems = results["systems"]
@@ -263,15 +274,39 @@ def main() -> None:
     if args.skip_test:
         return
 
+    tested = [baseline, chosen]
+    if args.refit_all_people:
+        # the choice is made; the final pair learns from all the training data there is
+        real_all = real_cache.faces
+        all_targets = torch.cat([targets[:len(lfw_train)],
+                                 part_targets(teacher, real_all, out / "teacher_rmfrd-train-all.safetensors", [])])
+        with_all = mix([lfw_train, real_all])
+        clean_all = ~with_all.real_masked
+        tested = [f"{baseline}, all people", f"{chosen}, all people"]
+        for name, faces, system_targets, overrides in (
+                (tested[0], with_all.subset(np.flatnonzero(clean_all)), all_targets[clean_all],
+                 [*shared, "model.num_mask_types=4"]),
+                (tested[1], with_all, all_targets, variants[variant])):
+            folder = name.replace(" ", "-").replace(",", "").replace("(", "").replace(")", "")
+            checkpoint, seconds = train(folder, out, faces, system_targets, overrides, args.step_scale)
+            models[name] = load_model(checkpoint)[0]
+            results["systems"].setdefault(name, {}).update(
+                checkpoint=str(checkpoint), train_minutes=seconds / 60, overrides=overrides, people="all rmfrd-train")
+        atomic_write_text(results_path, json.dumps(results, indent=2) + "\n")
+
     raw = MEER("sface", input_size=112, embedding_dim=128, decouple=False, generator=False, pretrained="sface").eval()
     rmfrd = FaceCache.open(args.rmfrd_cache)
-    for name, model in [(baseline, models[baseline]), (chosen, models[chosen]), ("SFace (no training)", raw)]:
+    for name, model in [*((n, models[n]) for n in tested), ("SFace (no training)", raw)]:
         entry = results["systems"].setdefault(name, {})
         if "test" not in entry:
             log.info("=== test: %s", name)
             entry["test"] = {"rmfrd_dev": rmfrd_dev(model, rmfrd, Path(args.rmfrd_root)),
                              **lfw_scores(model, val, test)}
-            atomic_write_text(results_path, json.dumps(results, indent=2) + "\n")
+        for path in args.also_rmfrd_cache:
+            key = f"rmfrd_dev {Path(path).name}"
+            if key not in entry["test"]:
+                entry["test"][key] = rmfrd_dev(model, FaceCache.open(path), Path(args.rmfrd_root))
+        atomic_write_text(results_path, json.dumps(results, indent=2) + "\n")
     print_test_tables(results)
 
 
@@ -295,6 +330,14 @@ def print_test_tables(results: dict[str, Any]) -> None:
                 row[f"{protocol}_{s}"] = t[protocol]["kfold"][s]
                 row[f"{protocol}_{s}_stored"] = t[protocol]["stored"][s]
         rows.append(row)
+    caches = sorted({k for entry in results["systems"].values() for k in entry.get("test", {}) if k.startswith("rmfrd_dev ")})
+    for key in caches:  # the same photos prepared another way (--also-rmfrd-cache)
+        print(f"\nrmfrd-dev, cache {key.removeprefix('rmfrd_dev ')} (real masks, test):")
+        print(markdown_table([{"name": n, **e["test"][key]} for n, e in results["systems"].items() if key in e.get("test", {})], [
+            ("name", "system", "{}"), ("rank1", "rank-1 %", "{:.1f}"), ("rank5", "rank-5 %", "{:.1f}"),
+            ("tar_far_1e-2", "TAR@FAR=1e-2 %", "{:.1f}"), ("unmasked_loo_rank1", "unmasked LOO rank-1 %", "{:.1f}"),
+            ("probes", "probes", "{}"),
+        ]))
     print("\nrmfrd-dev (real masks, test):")
     print(markdown_table(rows, [
         ("name", "system", "{}"), ("dev_rank1", "rank-1 %", "{:.1f}"), ("dev_rank5", "rank-5 %", "{:.1f}"),
