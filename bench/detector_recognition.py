@@ -1,7 +1,7 @@
 """Which detector chain aligns real masked photos best, judged by recognition (issue 14, item 4)?
 
     cd bench && python detector_recognition.py \
-        "mtcnn + frame=../data/rmfrd-train112" "mtcnn,yunet + frame=../data/rmfrd-train112-yunet"
+        "mtcnn=../data/rmfrd-train112" "mtcnn,yunet=../data/rmfrd-train112-mty"
 
 Each argument is NAME=CACHE: the same photo folder (training data, e.g. rmfrd-train) prepared by
 ``meer prepare --no-face frame`` with another ``--detector``. Every person's masked photos are
@@ -19,7 +19,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; see m
 
 import argparse
 
-import numpy as np
 from real_mask_training import identification_scores, masked_gallery
 from unmask_quality import raw_sface
 
@@ -58,5 +57,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=3)
     main()

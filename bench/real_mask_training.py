@@ -165,6 +165,11 @@ def part_targets(teacher, faces: FaceSet, path: Path, reuse: list[str]):
     return targets
 
 
+def folder_name(system: str) -> str:
+    """The run folder of a system: ``"with real masks, heads x10"`` -> ``with-real-masks-heads-x10``."""
+    return system.replace(" ", "-").replace(",", "").replace("(", "").replace(")", "")
+
+
 def train(name: str, out: Path, faces: FaceSet, targets, overrides: list[str], step_scale: float) -> tuple[Path, float]:
     seed_teacher_cache(out / name, faces, targets)
     return train_system(str(CONFIG), out / name, faces, step_scale, tuple(overrides))
@@ -229,8 +234,7 @@ def main() -> None:
     models = {}
 
     def train_and_validate(name: str, faces: FaceSet, system_targets, overrides: list[str]) -> None:
-        folder = name.replace(" ", "-").replace(",", "").replace("(", "").replace(")", "")
-        checkpoint, seconds = train(folder, out, faces, system_targets, overrides, args.step_scale)
+        checkpoint, seconds = train(folder_name(name), out, faces, system_targets, overrides, args.step_scale)
         model, _, _ = load_model(checkpoint)
         models[name] = model
         entry = results["systems"].setdefault(name, {})
@@ -287,8 +291,7 @@ def main() -> None:
                 (tested[0], with_all.subset(np.flatnonzero(clean_all)), all_targets[clean_all],
                  [*shared, "model.num_mask_types=4"]),
                 (tested[1], with_all, all_targets, variants[variant])):
-            folder = name.replace(" ", "-").replace(",", "").replace("(", "").replace(")", "")
-            checkpoint, seconds = train(folder, out, faces, system_targets, overrides, args.step_scale)
+            checkpoint, seconds = train(folder_name(name), out, faces, system_targets, overrides, args.step_scale)
             models[name] = load_model(checkpoint)[0]
             results["systems"].setdefault(name, {}).update(
                 checkpoint=str(checkpoint), train_minutes=seconds / 60, overrides=overrides, people="all rmfrd-train")

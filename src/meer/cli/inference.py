@@ -11,7 +11,7 @@ from typing import Any
 
 ENV_CHECKPOINT = "MEER_CHECKPOINT"
 DETECTORS = ("mtcnn", "mediapipe", "yunet")  # meer.data.detect.BACKENDS, without importing OpenCV
-DETECTOR_HELP = ("face detector: auto (the first installed of mtcnn, mediapipe, yunet), mtcnn, mediapipe, yunet, "
+DETECTOR_HELP = ("face detector: auto (the installed ones of mtcnn, mediapipe, yunet, tried in that order), mtcnn, mediapipe, yunet, "
                  "or a comma-separated list tried in turn until one finds a face (e.g. mtcnn,yunet)")
 
 
