@@ -85,6 +85,14 @@ def test_a_fallback_chain_asks_the_next_detector_only_when_one_finds_nothing_eve
     np.testing.assert_allclose(found.box, [0, 0, 100, 100])
     assert found.score == 0.9 and blind.calls == 2  # the image and its padded copy
     assert FallbackDetector([Blind(), Blind()]).detect(image) == []
+
+
+def test_a_chain_in_detect_faces_asks_each_member_twice_on_a_faceless_photo():
+    first, second = Blind(), Blind()  # not four times: the chain's own padded retry is the only one
+    assert detect_faces(FallbackDetector([first, second]), np.zeros((100, 100, 3), np.uint8)) == []
+    assert (first.calls, second.calls) == (2, 2)
+    assert detect_faces(FallbackDetector([first, second]), np.zeros((100, 100, 3), np.uint8), pad=0) == []
+    assert (first.calls, second.calls) == (3, 3)  # pad 0: no padded retry at all
     with pytest.raises(ValueError, match="two"):
         FallbackDetector([Blind()])
 

@@ -122,9 +122,11 @@ class FallbackDetector:
         self.detectors, self.pad = detectors, pad
         self.name = ",".join(d.name for d in detectors)
 
-    def detect(self, image: np.ndarray) -> list[Detection]:
+    def detect(self, image: np.ndarray, pad: float | None = None) -> list[Detection]:
+        """The first member's faces that finds any, each member retried padded by ``pad``
+        (the chain's own when None) before the next is asked."""
         for detector in self.detectors:
-            found = detect_with_padding(detector, image, self.pad)
+            found = detect_with_padding(detector, image, self.pad if pad is None else pad)
             if found:
                 return found
         return []
@@ -156,6 +158,8 @@ def detect_with_padding(detector: Detector, image: np.ndarray, pad: float = 0.25
     Tight crops (the face fills the frame, as in RMFRD) defeat detectors that expect some
     context around a face; ``pad`` is the border width as a share of the larger side.
     """
+    if isinstance(detector, FallbackDetector):  # it pads each member itself: no second retry around it
+        return detector.detect(image, pad)
     found = detector.detect(image)
     if found or pad <= 0:
         return found
