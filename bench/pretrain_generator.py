@@ -14,6 +14,7 @@ repaints, and judges the result:
 - ``pix``: L1 of the composite to the clean face (``pix_inside`` more inside the true mask), and
   ``pix_raw``: L1 of the raw output on the true mask grown by 4 px, so the generator paints all
   of the mask even where the predicted occlusion falls short;
+- ``mse``: as ``pix`` with squared errors (the mean, which PSNR rewards, where L1 learns the median);
 - ``perceptual``: L1 between the recogniser's feature maps (strides 2, 4, 8) of the composite and
   of the clean face, each over the clean map's mean magnitude;
 - ``id``: cosine distance between the recogniser's embeddings of the composite and the clean face;
@@ -103,6 +104,7 @@ class PretrainConfig:
     pix: float = 1.0
     pix_inside: float = 4.0
     pix_raw: float = 1.0
+    mse: float = 0.0
     perceptual: float = 0.0
     id: float = 0.0
     edge: float = 0.0
@@ -174,6 +176,8 @@ class Restorer:
         raw, restored = unmasked.raw, unmasked.restored
         weight = 1.0 + cfg.pix_inside * occlusion
         parts = {"pix": (weight * (restored - clean).abs()).mean() / weight.mean()}
+        if cfg.mse:
+            parts["mse"] = (weight * (restored - clean).square()).mean() / weight.mean()
         near = F.max_pool2d(occlusion, 9, stride=1, padding=4)
         parts["pix_raw"] = (near * (raw - clean).abs()).sum() / (3 * near.sum()).clamp_min(1.0)
         if cfg.edge:

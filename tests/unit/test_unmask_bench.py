@@ -42,6 +42,23 @@ def test_a_warm_started_run_warms_up_again_then_rejoins_the_cosine():
         assert pretrain_generator.lr_at(warm, step) == pytest.approx(pretrain_generator.lr_at(fresh, step))
 
 
+def test_squared_error_enters_the_loss_only_when_weighted():
+    repo = BENCH.parent
+    cfg = pretrain_generator.PretrainConfig(base_model=str(repo / "src" / "meer" / "default_model"), pix=0.0, mse=1.0)
+    restorer = pretrain_generator.Restorer(cfg)
+    generator = torch.Generator().manual_seed(0)
+    clean = torch.rand(2, 3, 112, 112, generator=generator) * 2 - 1
+    occlusion = torch.zeros(2, 1, 112, 112)
+    occlusion[..., 60:, 20:92] = 1.0
+    batch = {"clean": clean, "masked": torch.where(occlusion > 0, torch.zeros_like(clean), clean),
+             "occlusion": occlusion}
+    total, parts = restorer.losses(batch)
+    assert parts["mse"] > 0 and parts["pix"] > 0  # pix is computed (and logged) even at weight 0
+    assert float(total) == pytest.approx(parts["mse"] + parts["pix_raw"], rel=1e-5)  # pix weighted 0
+    restorer.cfg = pretrain_generator.PretrainConfig(base_model=cfg.base_model)
+    assert "mse" not in restorer.losses(batch)[1]
+
+
 def test_table_groups_by_mask_kind_and_marks_the_held_out_one():
     kinds = np.array([1, 1, 3, 3])  # surgical, surgical, cloth, cloth
     per_face = {"psnr": np.array([10.0, 20.0, 30.0, 50.0]), "id": np.array([0.5, 0.7, 0.9, 0.9])}
