@@ -27,7 +27,9 @@ rank-1, and LFW folds 6-10 in U-U / M-U / M-M with the benchmark's masks (all th
 BENCHMARKS.md) and with cloth masks only (the held-out kind), k-fold accuracy and the accuracy at
 per-setting thresholds chosen on LFW validation pairs (what a user gets). Raw SFace (no training)
 is evaluated the same way as the reference; ``--also-rmfrd-cache`` scores rmfrd-dev again from
-another preparation of its photos (e.g. another ``--detector``). Results go to ``--out``;
+another preparation of its photos (e.g. another ``--detector``). ``--extra-seeds`` trains the
+final pair again at other training seeds and scores them on rmfrd-dev, with each seed's difference
+and the mean (the seed alone moves rank-1 by several points). Results go to ``--out``;
 interrupted training resumes.
 """
 
@@ -199,7 +201,12 @@ def main() -> None:
     parser.add_argument("--refit-all-people", action="store_true",
                         help="after the validation choice, train the chosen system and its counterpart again on "
                              "every rmfrd-train person (validation people included) and test those")
+    parser.add_argument("--extra-seeds", type=int, nargs="+", default=[], metavar="SEED",
+                        help="with --refit-all-people: train the final pair again with these training seeds "
+                             "(train.seed) and score them on rmfrd-dev, to see how far the draw alone moves it")
     args = parser.parse_args()
+    if args.extra_seeds and not args.refit_all_people:
+        parser.error("--extra-seeds needs --refit-all-people")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
     from meer.models.backbones import create_teacher
@@ -286,15 +293,16 @@ def main() -> None:
                                  part_targets(teacher, real_all, out / "teacher_rmfrd-train-all.safetensors", [])])
         with_all = mix([lfw_train, real_all])
         clean_all = ~with_all.real_masked
-        tested = [f"{baseline}, all people", f"{chosen}, all people"]
-        for name, faces, system_targets, overrides in (
-                (tested[0], with_all.subset(np.flatnonzero(clean_all)), all_targets[clean_all],
-                 [*shared, "model.num_mask_types=4"]),
-                (tested[1], with_all, all_targets, variants[variant])):
+        final = [(f"{baseline}, all people", with_all.subset(np.flatnonzero(clean_all)), all_targets[clean_all],
+                  [*shared, "model.num_mask_types=4"]),
+                 (f"{chosen}, all people", with_all, all_targets, variants[variant])]
+        tested = [name for name, *_ in final]
+        for name, faces, system_targets, overrides in final:
             checkpoint, seconds = train(folder_name(name), out, faces, system_targets, overrides, args.step_scale)
-            models[name] = load_model(checkpoint)[0]
+            models[name], cfg, _ = load_model(checkpoint)
             results["systems"].setdefault(name, {}).update(
-                checkpoint=str(checkpoint), train_minutes=seconds / 60, overrides=overrides, people="all rmfrd-train")
+                checkpoint=str(checkpoint), train_minutes=seconds / 60, overrides=overrides, people="all rmfrd-train",
+                train_seed=cfg.train.seed)
         atomic_write_text(results_path, json.dumps(results, indent=2) + "\n")
 
     raw = MEER("sface", input_size=112, embedding_dim=128, decouple=False, generator=False, pretrained="sface").eval()
@@ -311,6 +319,21 @@ def main() -> None:
                 entry["test"][key] = rmfrd_dev(model, FaceCache.open(path), Path(args.rmfrd_root))
         atomic_write_text(results_path, json.dumps(results, indent=2) + "\n")
     print_test_tables(results)
+    if not args.extra_seeds:
+        return
+    caches = {"rmfrd_dev": rmfrd, **{f"rmfrd_dev {Path(p).name}": FaceCache.open(p) for p in args.also_rmfrd_cache}}
+    for seed in args.extra_seeds:
+        for name, faces, system_targets, overrides in final:
+            seeded = f"{name}, seed {seed}"
+            checkpoint, seconds = train(folder_name(seeded), out, faces, system_targets,
+                                        [*overrides, f"train.seed={seed}"], args.step_scale)
+            entry = results["systems"].setdefault(seeded, {})
+            entry |= {"checkpoint": str(checkpoint), "train_minutes": seconds / 60, "train_seed": seed}
+            if "seed_test" not in entry:  # rmfrd-dev only: LFW would cost ~7 min a model
+                model = load_model(checkpoint)[0]
+                entry["seed_test"] = {key: rmfrd_dev(model, cache, Path(args.rmfrd_root)) for key, cache in caches.items()}
+            atomic_write_text(results_path, json.dumps(results, indent=2) + "\n")
+    print_seed_table(results, tested, args.extra_seeds)
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:
@@ -319,6 +342,29 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
     if not sep or not name:
         raise SystemExit(f"--variants: {text!r} must look like name:section.key=value;section.key=value")
     return name, [o.strip() for o in overrides.split(";") if o.strip()]
+
+
+def print_seed_table(results: dict[str, Any], pair: list[str], seeds: list[int]) -> None:
+    """rmfrd-dev of the final pair (without, with real masks) at each training seed, and the difference."""
+    systems = results["systems"]
+    for key in systems[pair[0]]["test"]:
+        if not key.startswith("rmfrd_dev"):
+            continue
+        rows = []
+        for seed in [None, *seeds]:  # None: the pair tested in full above, at the config's seed
+            without, with_real = ((systems[n]["test"][key] if seed is None else systems[f"{n}, seed {seed}"]["seed_test"][key])
+                                  for n in pair)
+            rows.append({"seed": systems[pair[0]].get("train_seed", "config's") if seed is None else seed,
+                         **{f"{m}_{side}": figures[m] for side, figures in (("without", without), ("with", with_real))
+                            for m in ("rank1", "rank5", "tar_far_1e-2")}})
+        for row in rows:
+            row |= {f"{m}_gain": row[f"{m}_with"] - row[f"{m}_without"] for m in ("rank1", "rank5", "tar_far_1e-2")}
+        rows.append({"seed": "mean", **{k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "seed"}})
+        print(f"\n{key.replace('rmfrd_dev', 'rmfrd-dev,')} over training seeds (without / with real masks / difference):")
+        print(markdown_table(rows, [("seed", "train.seed", "{}")] + [
+            c for m, title in (("rank1", "rank-1"), ("rank5", "rank-5"), ("tar_far_1e-2", "TAR"))
+            for c in ((f"{m}_without", f"{title} without", "{:.1f}"), (f"{m}_with", f"{title} with", "{:.1f}"),
+                      (f"{m}_gain", f"{title} difference", "{:+.1f}"))]))
 
 
 def print_test_tables(results: dict[str, Any]) -> None:

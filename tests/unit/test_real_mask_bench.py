@@ -1,0 +1,39 @@
+"""The pure pieces of issue 14's bench script: variant parsing, run folders and the table over training seeds."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.insert(0, str(BENCH))  # the bench scripts import their siblings by name
+
+import real_mask_training  # noqa: E402
+
+
+def test_a_variant_is_a_name_and_its_overrides():
+    assert real_mask_training.parse_variant("heads x10:teacher.pull=0; optim.lr=0.001") == (
+        "heads x10", ["teacher.pull=0", "optim.lr=0.001"])
+    with pytest.raises(SystemExit, match="must look like"):
+        real_mask_training.parse_variant("no overrides")
+    assert real_mask_training.folder_name("with real masks, heads x10, seed 1") == "with-real-masks-heads-x10-seed-1"
+
+
+def figures(rank1, rank5, tar):
+    return {"rank1": rank1, "rank5": rank5, "tar_far_1e-2": tar}
+
+
+def test_the_seed_table_gives_each_seeds_difference_and_their_mean(capsys):
+    pair = ["without, all people", "with, all people"]
+    systems = {
+        pair[0]: {"train_seed": 0, "test": {"rmfrd_dev": figures(40.0, 60.0, 25.0), "lfw_all_kinds": {}}},
+        pair[1]: {"train_seed": 0, "test": {"rmfrd_dev": figures(36.0, 66.0, 27.0), "lfw_all_kinds": {}}},
+        f"{pair[0]}, seed 1": {"seed_test": {"rmfrd_dev": figures(35.0, 55.0, 22.0)}},
+        f"{pair[1]}, seed 1": {"seed_test": {"rmfrd_dev": figures(37.0, 61.0, 27.0)}},
+    }
+    real_mask_training.print_seed_table({"systems": systems}, pair, [1])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
+    assert "rank-1 difference" in lines[0] and len(lines) == 5  # header, rule, seeds 0 and 1, mean
+    seed0, seed1, mean = ([cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:])
+    assert seed0[:4] == ["0", "40.0", "36.0", "-4.0"] and seed1[:4] == ["1", "35.0", "37.0", "+2.0"]
+    assert mean[:4] == ["mean", "37.5", "36.5", "-1.0"] and mean[-1] == "+3.5"  # TAR: (+2 + +5) / 2
