@@ -14,7 +14,8 @@ with meer's surgical and N95 masks only (cloth is held out for the test) on two 
 every other face); ``with real masks`` also sees the masked ones, flagged by ``meer prepare``
 (class "real", no clean twin), in each of the ``--variants`` (by default the teacher's pull,
 ``teacher.pull``: masked photo -> the teacher's mean of the same person's unmasked photos, at 0
-and 5). The variant is chosen on validation only: rank-1 of the validation people's masked
+and 5; ``data.real_masks={cutouts}`` in a variant also pastes the masks cut out of the training
+people's real masked photos on other training faces, see ``meer cutouts``). The variant is chosen on validation only: rank-1 of the validation people's masked
 photos against their unmasked ones (rmfrd-train), among the variants whose mask classifier finds
 at least 90% of those masks (it picks the verification threshold); then the same model without
 the real masked photos is trained with the chosen variant's settings. With ``--refit-all-people``
@@ -257,6 +258,7 @@ def main() -> None:
 
     variants = dict(parse_variant(text) for text in args.variants)
     for variant, overrides in variants.items():
+        overrides = with_cutouts(overrides, lambda: cutout_file(out / "cutouts_fit.safetensors", real_fit))
         train_and_validate(f"with real masks, {variant}", with_real, targets, overrides)
     pulled = [f"with real masks, {v}" for v in variants]
     # verify and identify pick their threshold by the mask classifier's verdict, so a model whose
@@ -266,7 +268,7 @@ def main() -> None:
     # the same model without the real masked photos: the chosen variant's settings (the pull acts
     # on real masked photos only, so it is left out), four mask classes
     variant = chosen.removeprefix("with real masks, ")
-    shared = [o for o in variants[variant] if not o.startswith("teacher.pull")]
+    shared = [o for o in variants[variant] if not o.startswith(("teacher.pull", "data.real_mask"))]
     baseline = "without real masks" + (f" ({variant})" if shared else "")
     if not args.refit_all_people:  # otherwise the counterpart is trained on all people below
         train_and_validate(baseline, without_real, targets[clean_only], [*shared, "model.num_mask_types=4"])
@@ -295,7 +297,8 @@ def main() -> None:
         clean_all = ~with_all.real_masked
         final = [(f"{baseline}, all people", with_all.subset(np.flatnonzero(clean_all)), all_targets[clean_all],
                   [*shared, "model.num_mask_types=4"]),
-                 (f"{chosen}, all people", with_all, all_targets, variants[variant])]
+                 (f"{chosen}, all people", with_all, all_targets,
+                  with_cutouts(variants[variant], lambda: cutout_file(out / "cutouts_all.safetensors", real_all)))]
         tested = [name for name, *_ in final]
         for name, faces, system_targets, overrides in final:
             checkpoint, seconds = train(folder_name(name), out, faces, system_targets, overrides, args.step_scale)
@@ -334,6 +337,28 @@ def main() -> None:
                 entry["seed_test"] = {key: rmfrd_dev(model, cache, Path(args.rmfrd_root)) for key, cache in caches.items()}
             atomic_write_text(results_path, json.dumps(results, indent=2) + "\n")
     print_seed_table(results, tested, args.extra_seeds)
+
+
+def with_cutouts(overrides: list[str], path) -> list[str]:
+    """``{cutouts}`` in a variant's overrides (``data.real_masks={cutouts}``) names the masks cut
+    out of the real masked photos that system trains on: ``path()`` writes them on first use."""
+    if not any("{cutouts}" in o for o in overrides):
+        return overrides
+    file = str(path().resolve())
+    return [o.replace("{cutouts}", file) for o in overrides]
+
+
+def cutout_file(path: Path, faces: FaceSet) -> Path:
+    """The masks of ``faces``' real masked photos, cut along the shipped model's predicted
+    occlusion (a model trained on LFW with meer's masks; it saw no photo of rmfrd)."""
+    if not path.exists():
+        from meer.api.model import default_model
+        from meer.data.cutouts import cut_out
+
+        cutouts = cut_out(load_model(default_model())[0], np.asarray(faces.images)[faces.real_masked])
+        cutouts.save(path)
+        log.info("%s: %d masks cut out of %d real masked photos", path, len(cutouts), int(faces.real_masked.sum()))
+    return path
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:

@@ -14,7 +14,12 @@ benchmark's test masks), and every system restores it:
 - each ``-m`` model: ``MEER.unmask``'s composite, on the region the model predicts;
 - each ``--blurred-truth SIGMA``: a reference, not a system: the *clean* face blurred by a Gaussian
   of SIGMA px inside the true region. It scores what a restoration with the true lower face's
-  shapes and colours but none of its fine detail would, which places the bar's figures.
+  shapes and colours but none of its fine detail would, which places the bar's figures;
+- with ``--other-photo``, two more references, on the faces whose person has another photo in
+  the split (the others are left out of the run): that other photo pasted into the true region
+  (*same person, other photo*: the person's real mouth and chin, as a restoration that knew
+  exactly who it was could at best draw them, but in another photo's pose, light and
+  expression) and a photo of another person of the split pasted the same way.
 
 Measures, by mask kind and over all faces (docs: ``meer.eval.synthesis``): PSNR and SSIM inside
 the true mask region; boundary excess (gradient the restored face adds over the clean one on a
@@ -104,6 +109,9 @@ def main() -> None:
                         help="also score each model with the mirrored restoration averaged in (MEER.unmask flip)")
     parser.add_argument("--blurred-truth", action="append", type=float, default=[], metavar="SIGMA",
                         help="add the reference: the clean face blurred by SIGMA px inside the true region")
+    parser.add_argument("--other-photo", action="store_true",
+                        help="add the references: the same person's other photo, and another person's, pasted "
+                             "into the true region (only faces whose person has another photo)")
     parser.add_argument("--limit", type=int, default=0, help="only this many faces, spread evenly (0: all)")
     parser.add_argument("--held-out", default="", help="comma-separated mask kinds the models never trained on")
     parser.add_argument("--val-identities", type=int, default=120)
@@ -137,6 +145,9 @@ def main() -> None:
                                      args.seed)
     protocol = test if args.split == "test" else val
     chosen = evenly(len(protocol.faces), args.limit) if args.limit > 0 else np.arange(len(protocol.faces))
+    if args.other_photo:
+        same, other = other_photos(protocol.faces.labels, chosen, np.random.default_rng(args.seed))
+        chosen, same, other = chosen[same >= 0], same[same >= 0], other[same >= 0]
     faces = protocol.faces.subset(chosen)
     clean = np.asarray(faces.images)
     masked = render_test_masks(faces, MASK_SEED, KINDS)
@@ -157,6 +168,11 @@ def main() -> None:
     outputs = {"masked (as is)": masked.images, "Telea (true region)": telea_inpaint(masked.images, region)}
     for sigma in args.blurred_truth:
         outputs[f"clean blurred, sigma {sigma:g} (reference)"] = blurred_truth(clean, masked.images, region, sigma)
+    if args.other_photo:
+        all_images = protocol.faces.images
+        for name, rows in (("same person, other photo (reference)", same), ("another person (reference)", other)):
+            pasted = np.stack([np.asarray(all_images[r]) for r in rows])
+            outputs[name] = np.where((region >= 0.5)[..., None], pasted, masked.images)
     occlusions = {}
     for spec in args.model:
         label, _, path = spec.rpartition("=")
@@ -202,6 +218,19 @@ def blurred_truth(clean: np.ndarray, masked: np.ndarray, region: np.ndarray, sig
     """The clean faces blurred by a Gaussian of ``sigma`` px inside ``region`` (>= 0.5), masked elsewhere."""
     blurred = np.stack([cv2.GaussianBlur(face, (0, 0), sigma) for face in clean])
     return np.where((region >= 0.5)[..., None], blurred, masked)
+
+
+def other_photos(labels: np.ndarray, rows: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """For each of ``rows``: another row of the same label (-1 where the person has one photo) and
+    a row of another label, both drawn by ``rng``."""
+    same = np.full(len(rows), -1)
+    other = np.empty(len(rows), int)
+    for i, row in enumerate(rows):
+        mates = np.flatnonzero((labels == labels[row]) & (np.arange(len(labels)) != row))
+        if len(mates):
+            same[i] = rng.choice(mates)
+        other[i] = rng.choice(np.flatnonzero(labels != labels[row]))
+    return same, other
 
 
 def grid_faces(mask_type: np.ndarray, count: int = 16) -> np.ndarray:

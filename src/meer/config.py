@@ -143,6 +143,10 @@ class DataConfig:
     synthetic_seed: int = 0
     mask_prob: float = 0.5  # share of training samples that get a synthetic mask
     mask_types: list[str] = field(default_factory=lambda: ["surgical", "n95", "cloth"])
+    # masks cut out of real masked photos (`meer cutouts`): this share of the masked samples
+    # wears one of them (mask class "real", needs model.num_mask_types 5) instead of a drawn mask
+    real_masks: str = ""
+    real_mask_share: float = 0.5
     hflip: bool = True
     batch_size: int = 128  # per process
     workers: int = 2
@@ -150,6 +154,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.mask_prob <= 1.0:
             raise ValueError(f"data.mask_prob must be in [0, 1], got {self.mask_prob}")
+        if not 0.0 <= self.real_mask_share <= 1.0:
+            raise ValueError(f"data.real_mask_share must be in [0, 1], got {self.real_mask_share}")
         if self.batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {self.batch_size}")
 

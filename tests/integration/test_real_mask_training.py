@@ -162,3 +162,20 @@ def test_sources_mix_by_weight_in_training(tiny_config, tiny_faces, real_faces, 
     assert history and all(np.isfinite(r["total"]) for r in history)
     with pytest.raises(ValueError, match="do not say which source"):
         Trainer(cfg, tiny_faces, progress=False)
+
+
+def test_pasted_real_masks_train_with_their_twin_and_need_the_real_class(tiny_config, tiny_faces, tmp_path):
+    from tests.unit.test_cutouts import cutouts
+
+    path = str(cutouts().save(tmp_path / "cutouts.safetensors"))
+    with pytest.raises(ValueError, match="data.real_masks pastes masks of class"):
+        Trainer(tiny_config(stages(1, 1, 1), f"data.real_masks={path}"), tiny_faces, progress=False)
+    cfg = tiny_config(stages(2, 1, 1), "model.num_mask_types=5", "data.mask_prob=1.0", f"data.real_masks={path}",
+                      "data.real_mask_share=0.5")
+    trainer = Trainer(cfg, tiny_faces, progress=False)
+    batch = next(iter(trainer.loader(0)))
+    real = batch["mask_type"] == REAL_MASK
+    assert 0 < real.sum() < len(real) and (batch["twin"] == 1).all()
+    assert (batch["occlusion"][real].sum(dim=(1, 2, 3)) > 0).all()
+    history = trainer.fit(resume=False)
+    assert history and all(np.isfinite(r["total"]) for r in history)

@@ -37,3 +37,17 @@ def test_the_seed_table_gives_each_seeds_difference_and_their_mean(capsys):
     seed0, seed1, mean = ([cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:])
     assert seed0[:4] == ["0", "40.0", "36.0", "-4.0"] and seed1[:4] == ["1", "35.0", "37.0", "+2.0"]
     assert mean[:4] == ["mean", "37.5", "36.5", "-1.0"] and mean[-1] == "+3.5"  # TAR: (+2 + +5) / 2
+
+
+def test_cutouts_in_a_variant_name_the_file_written_on_first_use(tmp_path):
+    calls = []
+
+    def write():
+        calls.append(1)
+        return tmp_path / "cutouts.safetensors"
+
+    plain = ["teacher.pull=0"]
+    assert real_mask_training.with_cutouts(plain, write) is plain and not calls
+    filled = real_mask_training.with_cutouts(["teacher.pull=0", "data.real_masks={cutouts}"], write)
+    assert filled == ["teacher.pull=0", f"data.real_masks={(tmp_path / 'cutouts.safetensors').resolve()}"]
+    assert calls == [1]

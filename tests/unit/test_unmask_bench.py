@@ -102,3 +102,10 @@ def test_fit_mask_head_separates_classes_and_rates_count_masked_calls():
         assert (head(features).argmax(1) == labels).float().mean() > 0.95
     rates = fit_mask_head.rates(np.array([0, 2, 0, 1]), np.array([False, True, True, False]))
     assert rates == {"masked found %": 50.0, "bare called masked %": 50.0}
+
+
+def test_other_photos_are_the_same_person_elsewhere_and_another_person():
+    labels = np.array([0, 0, 1, 2, 2, 2])
+    same, other = unmask_quality.other_photos(labels, np.array([0, 2, 3, 5]), np.random.default_rng(0))
+    assert same[0] == 1 and same[1] == -1 and same[2] in (4, 5) and same[3] in (3, 4)
+    assert all(labels[o] != labels[r] for o, r in zip(other, [0, 2, 3, 5]))

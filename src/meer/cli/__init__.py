@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 
-COMMANDS = ["demo", "train", "eval", "export", "prepare", "verify", "unmask", "embed", "enroll", "identify", "gallery", "serve"]  # module names under meer.cli
+COMMANDS = ["demo", "train", "eval", "export", "prepare", "cutouts", "verify", "unmask", "embed", "enroll", "identify", "gallery", "serve"]  # module names under meer.cli
 
 
 class MeerError(Exception):

@@ -9,7 +9,9 @@ same face without the mask).
 A photo of a real mask (a row the face set flags ``masked``) gets no synthetic mask: it is
 its own ``masked`` face, of mask class ``real``, with no clean twin (``twin`` 0, ``clean`` the
 photo itself, ``occlusion`` all zeros: unknown). The losses that compare with the clean twin
-or the occlusion map leave such samples out (:mod:`meer.train.objectives`).
+or the occlusion map leave such samples out (:mod:`meer.train.objectives`). With ``cutouts``
+(masks cut out of such photos, :mod:`meer.data.cutouts`), a share of the masks drawn for the
+other faces is a pasted real mask instead: class ``real``, with its clean twin and occlusion map.
 
 Randomness is a pure function of ``(seed, epoch, index)``, so a resumed run, a DDP rank or a
 DataLoader worker all draw exactly the same masks for the same sample.
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from meer.data.cutouts import MaskCutouts
 from meer.data.faceset import FaceSet
 from meer.data.masks import MASK_TYPES, REAL_MASK, MaskRenderer
 
@@ -57,15 +60,21 @@ class MaskedFaces(Dataset):
         mask_prob: float = 0.5,
         hflip: bool = True,
         seed: int = 0,
+        cutouts: MaskCutouts | None = None,
+        cutout_share: float = 0.0,
     ) -> None:
         if mask_prob > 0 and renderer is None:
             raise ValueError("mask_prob > 0 needs a mask renderer")
+        if cutout_share > 0 and cutouts is None:
+            raise ValueError("cutout_share > 0 needs mask cut-outs")
         self.faces = faces
         self.renderer = renderer
         self.mask_prob = mask_prob
         self.flip = hflip
         self.seed = seed
         self.real = faces.real_masked
+        self.cutouts = cutouts
+        self.cutout_share = cutout_share
 
     def __len__(self) -> int:
         return len(self.faces)
@@ -82,8 +91,11 @@ class MaskedFaces(Dataset):
         if self.real[index]:
             mask_type, twin = REAL_MASK, 0.0
         elif rng.random() < self.mask_prob:
-            render = self.renderer(image, landmarks, rng)
-            masked, occlusion, mask_type = render.masked, render.occlusion, render.mask_type
+            if self.cutout_share > 0 and rng.random() < self.cutout_share:
+                (masked, occlusion), mask_type = self.cutouts.paste(image, rng), REAL_MASK
+            else:
+                render = self.renderer(image, landmarks, rng)
+                masked, occlusion, mask_type = render.masked, render.occlusion, render.mask_type
         return {
             "masked": to_tensor(masked),
             "clean": to_tensor(image),

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 
 import meer
 from meer.config import RECOGNISER_GROUPS, Config, StageConfig
+from meer.data.cutouts import MaskCutouts
 from meer.data.dataset import MaskedFaces, StepSampler, mask_renderer
 from meer.data.faceset import FaceSet, mix
 from meer.data.masks import MASK_CLASSES
@@ -233,6 +234,10 @@ class Trainer:
         if real.any() and cfg.model.decouple and cfg.model.num_mask_types < len(MASK_CLASSES):
             raise ValueError(f"the training data holds {int(real.sum())} photos of real masks: the mask classifier "
                              f"needs model.num_mask_types: {len(MASK_CLASSES)} ({', '.join(MASK_CLASSES)})")
+        cutouts = MaskCutouts.load(cfg.data.real_masks) if cfg.data.real_masks else None
+        if cutouts is not None and cfg.model.decouple and cfg.model.num_mask_types < len(MASK_CLASSES):
+            raise ValueError(f"data.real_masks pastes masks of class \"real\": the mask classifier needs "
+                             f"model.num_mask_types: {len(MASK_CLASSES)} ({', '.join(MASK_CLASSES)})")
         self.nets = build_nets(cfg, self.num_classes)
         torch.manual_seed(cfg.train.seed + self.env.rank)
         for module in [*self.nets.modules().values(), self.nets.teacher]:
@@ -263,6 +268,8 @@ class Trainer:
             cfg.data.mask_prob,
             cfg.data.hflip,
             cfg.train.seed,
+            cutouts,
+            cfg.data.real_mask_share if cutouts is not None else 0.0,
         )
         cuda = self.env.device.type == "cuda"
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.precision) if cuda else None

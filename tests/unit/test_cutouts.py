@@ -1,0 +1,163 @@
+"""Real masks cut out of masked photos and pasted on other faces (meer.data.cutouts)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from meer.cli import main
+from meer.data.cutouts import MaskCutouts, cut_out, mask_region, padding
+from meer.data.dataset import MaskedFaces, mask_renderer
+from meer.data.masks import REAL_MASK
+from meer.data.synthetic import SyntheticFaces
+from tests.unit.test_prepare import fake_detector  # noqa: F401  (fixture)
+from tests.unit.test_real_mask_data import rmfrd_like
+
+S = 48
+
+
+def blob(top: int, bottom: int, left: int, right: int, value: float = 0.9) -> np.ndarray:
+    p = np.full((S, S), 0.1, np.float32)
+    p[top:bottom, left:right] = value
+    return p
+
+
+def test_the_cut_is_the_largest_region_with_its_holes_filled_and_no_padding():
+    image = np.full((S, S, 3), 120, np.uint8)
+    image[:, :3] = 0  # the warp's black border on the left
+    image[30, 20] = 0  # a black pixel inside the mask is not padding
+    p = blob(24, 44, 0, 40)
+    p[30:34, 16:20] = 0.2  # a hole in the mask
+    p[2:5, 2:5] = 0.9  # a small second region
+    alpha = mask_region(p, image, feather=0)
+    covered = alpha == 255
+    assert covered[30:34, 16:20].all() and covered[30, 20]
+    assert not covered[2:5, 2:5].any() and not covered[:, :3].any()
+    assert covered.sum() == 20 * 37 and set(np.unique(alpha)) == {0, 255}
+    soft = mask_region(p, image, feather=1.5)
+    assert (soft[~covered] == 0).all() and 0 < soft[24, 20] < 255 and soft[34, 20] == 255
+
+
+def test_implausible_regions_are_not_masks():
+    image = np.full((S, S, 3), 120, np.uint8)
+    assert mask_region(np.zeros((S, S), np.float32), image) is None
+    assert mask_region(blob(40, 44, 20, 24), image) is None  # a speck
+    assert mask_region(blob(0, S, 0, S), image) is None  # the whole face
+
+
+def test_padding_is_black_touching_the_border_only():
+    image = np.full((8, 8, 3), 50, np.uint8)
+    image[0, :] = 0
+    image[4, 4] = 0
+    assert padding(image)[0].all() and padding(image).sum() == 8
+
+
+def cutouts() -> MaskCutouts:
+    images = np.zeros((2, S, S, 3), np.uint8)
+    images[0, ..., 0] = 200  # red mask
+    images[1, ..., 2] = 200  # blue mask
+    alpha = np.zeros((2, S, S), np.uint8)
+    alpha[:, 28:, 10:30] = 255
+    alpha[:, 27, 10:30] = 100  # the feathered edge
+    return MaskCutouts(images, alpha)
+
+
+def test_paste_covers_exactly_the_cut_and_leaves_the_face():
+    face = np.full((S, S, 3), 90, np.uint8)
+    seen_flipped = False
+    for seed in range(12):
+        masked, occlusion = cutouts().paste(face, np.random.default_rng(seed))
+        covered = occlusion.astype(bool)
+        seen_flipped |= covered[30, 30:38].all()  # mirrored: columns 18-37
+        assert covered.sum() == 20 * 20 and not covered[27].any()
+        assert (masked[~covered & (np.arange(S)[:, None] != 27)] == 90).all()
+        inside = masked[covered]
+        assert (inside.max(axis=1) >= 150).all() and (inside.min(axis=1) == 0).all()  # a tinted mask
+        assert ((masked[27] != 90).any(axis=1)).sum() == 20  # the soft edge blends
+    assert seen_flipped
+    small, occlusion = cutouts().paste(np.full((24, 24, 3), 90, np.uint8), np.random.default_rng(0))
+    assert small.shape == (24, 24, 3) and occlusion.sum() == pytest.approx(100, abs=12)
+
+
+def test_cutouts_round_trip_and_refuse_other_files(tmp_path):
+    path = cutouts().save(tmp_path / "c.safetensors")
+    back = MaskCutouts.load(path)
+    assert np.array_equal(back.images, cutouts().images) and np.array_equal(back.alpha, cutouts().alpha)
+    from safetensors.numpy import save_file
+
+    save_file({"images": back.images}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="not a file of mask cut-outs"):
+        MaskCutouts.load(tmp_path / "other.safetensors")
+    with pytest.raises(FileNotFoundError, match="meer cutouts"):
+        MaskCutouts.load(tmp_path / "none.safetensors")
+    with pytest.raises(ValueError, match="alpha"):
+        MaskCutouts(back.images, back.alpha[:, :10])
+
+
+class Stub:
+    """Predicts the lower half as occluded, except for photos whose mean is dark (no mask)."""
+
+    def eval(self):
+        return self
+
+    def __call__(self, x):
+        return x
+
+    def occlusion_probability(self, x, size):
+        p = torch.zeros(len(x), 1, size, size)
+        p[:, :, size // 2 :] = 0.9
+        p[x.mean(dim=(1, 2, 3)) < -0.5] = 0.0
+        return p
+
+
+def test_cut_out_keeps_the_photos_with_a_plausible_mask():
+    images = np.full((5, S, S, 3), 150, np.uint8)
+    images[2] = 10
+    cut = cut_out(Stub(), images, batch_size=2)
+    assert len(cut) == 4 and (cut.alpha[:, S // 2 + 3 :] >= 250).all() and (cut.alpha[:, : S // 2] == 0).all()
+    with pytest.raises(ValueError, match="no mask could be cut out of 1 photos"):
+        cut_out(Stub(), images[2:3])
+
+
+def test_a_share_of_the_drawn_masks_is_a_pasted_real_one():
+    faces = SyntheticFaces(num_identities=4, images_per_identity=4, size=S, seed=2).generate()
+    renderer = mask_renderer(["surgical"])
+    drawn = MaskedFaces(faces, renderer, mask_prob=1.0, seed=0)
+    pasted = MaskedFaces(faces, renderer, mask_prob=1.0, seed=0, cutouts=cutouts(), cutout_share=0.5)
+    kinds = [pasted[i]["mask_type"].item() for i in range(len(faces) * 4)]
+    assert set(kinds) == {1, REAL_MASK} and 0.3 < kinds.count(REAL_MASK) / len(kinds) < 0.7
+    real = pasted[kinds.index(REAL_MASK)]
+    assert real["twin"].item() == 1.0 and real["occlusion"].sum() == 400
+    assert not real["masked"].equal(real["clean"])
+    unchanged = MaskedFaces(faces, renderer, mask_prob=1.0, seed=0, cutouts=cutouts(), cutout_share=0.0)
+    assert all(unchanged[i]["masked"].equal(drawn[i]["masked"]) for i in range(8))  # share 0: the old stream
+    with pytest.raises(ValueError, match="needs mask cut-outs"):
+        MaskedFaces(faces, renderer, cutout_share=0.5)
+
+
+def test_the_command_refuses_a_cache_without_masked_photos(tmp_path, fake_detector, capsys):  # noqa: F811
+    source = rmfrd_like(tmp_path / "src")
+    assert main(["prepare", str(source), "-o", str(tmp_path / "bare"), "--size", "48", "--workers", "1", "--quiet",
+                 "--masked", ""]) == 0
+    assert main(["cutouts", str(tmp_path / "bare"), "-o", str(tmp_path / "c.safetensors")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "flags no real masked photo" in err and len(err.splitlines()) == 1
+    assert main(["prepare", str(source), "-o", str(tmp_path / "small"), "--size", "48", "--workers", "1",
+                 "--quiet"]) == 0
+    assert main(["cutouts", str(tmp_path / "small"), "-o", str(tmp_path / "c.safetensors")]) == 2
+    assert "takes 112 px faces, the cache holds 48 px crops" in capsys.readouterr().err
+    assert not (tmp_path / "c.safetensors").exists()
+
+
+def test_faces_of_another_size_get_the_cut_resized():
+    faces = dataclasses.replace(SyntheticFaces(num_identities=2, images_per_identity=2, size=32, seed=1).generate())
+    sample = MaskedFaces(faces, mask_renderer(["n95"]), 1.0, seed=1, cutouts=cutouts(), cutout_share=1.0)[0]
+    assert sample["mask_type"].item() == REAL_MASK and sample["masked"].shape[-1] == 32
+
+
+def test_the_share_of_pasted_masks_is_a_fraction():
+    from meer.config import DataConfig
+
+    with pytest.raises(ValueError, match="real_mask_share"):
+        DataConfig(real_mask_share=1.5)
