@@ -293,7 +293,8 @@ def load(
                 latest checkpoint) or a release folder (``meer export``); None for the model
                 meer ships (:func:`default_model`). Only safetensors and JSON are read.
     device:     torch device, e.g. ``"cpu"`` or ``"cuda"``.
-    detector:   ``"auto"`` (the first installed of MTCNN, MediaPipe), a backend name, a
+    detector:   ``"auto"`` (MTCNN, then MediaPipe and YuNet where installed, each asked
+                when the one before finds no face), a backend name, a
                 detector object, or None for pre-aligned crops only. Created on first use.
     flip:       add the mirrored face's embedding (test-time augmentation). The stored
                 calibration is made without it, so leave it off unless you recalibrate.
