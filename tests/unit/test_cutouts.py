@@ -147,6 +147,8 @@ def test_the_command_refuses_a_cache_without_masked_photos(tmp_path, fake_detect
                  "--quiet"]) == 0
     assert main(["cutouts", str(tmp_path / "small"), "-o", str(tmp_path / "c.safetensors")]) == 2
     assert "takes 112 px faces, the cache holds 48 px crops" in capsys.readouterr().err
+    assert main(["cutouts", str(tmp_path / "small"), "-o", str(tmp_path / "c.safetensors"), "--threshold", "1.5"]) == 2
+    assert "--threshold must lie between 0 and 1" in capsys.readouterr().err
     assert not (tmp_path / "c.safetensors").exists()
 
 

@@ -26,6 +26,8 @@ def run(args: argparse.Namespace) -> int:
     from meer.data.cutouts import cut_out
     from meer.inference.checkpoint import find_checkpoint, load_model
 
+    if not 0 < args.threshold < 1:
+        raise MeerError(f"--threshold must lie between 0 and 1, got {args.threshold}")
     cache = FaceCache.open(args.cache)
     rows = np.flatnonzero(cache.masked)
     if not len(rows):
