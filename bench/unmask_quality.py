@@ -169,10 +169,8 @@ def main() -> None:
     for sigma in args.blurred_truth:
         outputs[f"clean blurred, sigma {sigma:g} (reference)"] = blurred_truth(clean, masked.images, region, sigma)
     if args.other_photo:
-        all_images = protocol.faces.images
         for name, rows in (("same person, other photo (reference)", same), ("another person (reference)", other)):
-            pasted = np.stack([np.asarray(all_images[r]) for r in rows])
-            outputs[name] = np.where((region >= 0.5)[..., None], pasted, masked.images)
+            outputs[name] = in_region(np.asarray(protocol.faces.images)[rows], masked.images, region)
     occlusions = {}
     for spec in args.model:
         label, _, path = spec.rpartition("=")
@@ -217,7 +215,12 @@ def main() -> None:
 def blurred_truth(clean: np.ndarray, masked: np.ndarray, region: np.ndarray, sigma: float) -> np.ndarray:
     """The clean faces blurred by a Gaussian of ``sigma`` px inside ``region`` (>= 0.5), masked elsewhere."""
     blurred = np.stack([cv2.GaussianBlur(face, (0, 0), sigma) for face in clean])
-    return np.where((region >= 0.5)[..., None], blurred, masked)
+    return in_region(blurred, masked, region)
+
+
+def in_region(inside: np.ndarray, masked: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """``inside``'s pixels where ``region`` >= 0.5, the masked faces' elsewhere."""
+    return np.where((region >= 0.5)[..., None], inside, masked)
 
 
 def other_photos(labels: np.ndarray, rows: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

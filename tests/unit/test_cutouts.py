@@ -1,7 +1,5 @@
 """Real masks cut out of masked photos and pasted on other faces (meer.data.cutouts)."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
@@ -153,7 +151,7 @@ def test_the_command_refuses_a_cache_without_masked_photos(tmp_path, fake_detect
 
 
 def test_faces_of_another_size_get_the_cut_resized():
-    faces = dataclasses.replace(SyntheticFaces(num_identities=2, images_per_identity=2, size=32, seed=1).generate())
+    faces = SyntheticFaces(num_identities=2, images_per_identity=2, size=32, seed=1).generate()
     sample = MaskedFaces(faces, mask_renderer(["n95"]), 1.0, seed=1, cutouts=cutouts(), cutout_share=1.0)[0]
     assert sample["mask_type"].item() == REAL_MASK and sample["masked"].shape[-1] == 32
 

@@ -231,13 +231,12 @@ class Trainer:
         self.num_classes = self.faces.num_identities
         self.probabilities = sampling_probabilities(self.faces, cfg)
         real = self.faces.real_masked
-        if real.any() and cfg.model.decouple and cfg.model.num_mask_types < len(MASK_CLASSES):
-            raise ValueError(f"the training data holds {int(real.sum())} photos of real masks: the mask classifier "
-                             f"needs model.num_mask_types: {len(MASK_CLASSES)} ({', '.join(MASK_CLASSES)})")
         cutouts = MaskCutouts.load(cfg.data.real_masks) if cfg.data.real_masks else None
-        if cutouts is not None and cfg.model.decouple and cfg.model.num_mask_types < len(MASK_CLASSES):
-            raise ValueError(f"data.real_masks pastes masks of class \"real\": the mask classifier needs "
-                             f"model.num_mask_types: {len(MASK_CLASSES)} ({', '.join(MASK_CLASSES)})")
+        real_class = (f"the training data holds {int(real.sum())} photos of real masks" if real.any()
+                      else 'data.real_masks pastes masks of class "real"' if cutouts is not None else "")
+        if real_class and cfg.model.decouple and cfg.model.num_mask_types < len(MASK_CLASSES):
+            raise ValueError(f"{real_class}: the mask classifier needs model.num_mask_types: {len(MASK_CLASSES)} "
+                             f"({', '.join(MASK_CLASSES)})")
         self.nets = build_nets(cfg, self.num_classes)
         torch.manual_seed(cfg.train.seed + self.env.rank)
         for module in [*self.nets.modules().values(), self.nets.teacher]:
