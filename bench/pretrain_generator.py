@@ -84,6 +84,9 @@ class PretrainConfig:
     # the learning rate warms up again over ``warmup_steps``. "" for a generator from scratch.
     init_generator: str = ""
     init_step: int = 0
+    # the learning rate of the weights taken from ``init_generator``, as a share of ``lr``; weights
+    # it lacks (a ``gated-encoder`` grown from a ``gated`` generator: the encoder) train at ``lr``
+    init_lr_scale: float = 1.0
     generator_arch: str = "gated"
     generator_width: int = 32
     blend_dilate: int = 2
@@ -222,6 +225,24 @@ def lr_at(cfg: PretrainConfig, step: int) -> float:
     return cfg.lr * cosine * min(1.0, (step - cfg.init_step + 1) / cfg.warmup_steps)
 
 
+def warm_start(generator: torch.nn.Module, initial: dict[str, torch.Tensor]) -> list[str]:
+    """Load ``initial`` (another generator's weights) into ``generator``; every one of them must fit.
+    Returns the names of the generator's tensors it did not hold (they keep their initialisation)."""
+    keys = generator.load_state_dict(initial, strict=False)  # a tensor of another shape still raises
+    if keys.unexpected_keys:
+        raise ValueError(f"its generator is of another architecture (e.g. {keys.unexpected_keys[0]})")
+    return keys.missing_keys
+
+
+def make_optimizer(generator: torch.nn.Module, initial: dict[str, torch.Tensor], cfg: PretrainConfig):
+    """Adam over two groups: the weights ``initial`` holds at ``init_lr_scale`` x the schedule's rate,
+    the others at the full rate (``group["scale"]``; the training loop multiplies by it)."""
+    inherited = [n in initial for n, _ in generator.named_parameters()]
+    groups = [{"params": [p for (_, p), old in zip(generator.named_parameters(), inherited) if old == from_init],
+               "scale": scale} for from_init, scale in ((True, cfg.init_lr_scale), (False, 1.0))]
+    return torch.optim.Adam([g for g in groups if g["params"]], lr=cfg.lr, betas=tuple(cfg.betas))
+
+
 def save(out: Path, restorer: Restorer, optimizer, step: int, cfg: PretrainConfig, best: dict) -> Path:
     state = {"config": dataclasses.asdict(restorer.meer_config), "step": step, "stage": "generator-pretrain",
              "pretrain": dataclasses.asdict(cfg), "best": best, "versions": versions()}
@@ -256,7 +277,8 @@ def main() -> None:
     generator = restorer.model.generator
     log.info("generator %s width %d: %.2fM weights", cfg.generator_arch, cfg.generator_width,
              sum(p.numel() for p in generator.parameters()) / 1e6)
-    optimizer = torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
+    initial = split_state(load_weights(cfg.init_generator), "model.generator") if cfg.init_generator else {}
+    optimizer = make_optimizer(generator, initial, cfg)  # its groups follow `initial`, on a resumed run too
     start, best = 0, {}
     latest = latest_checkpoint(out)
     if latest is not None:
@@ -267,9 +289,12 @@ def main() -> None:
         best = json.loads((latest / "state.json").read_text()).get("best", {})
         log.info("resumed from %s (step %d)", latest, start)
     elif cfg.init_generator:
-        generator.load_state_dict(split_state(load_weights(cfg.init_generator), "model.generator"))
+        try:
+            new = warm_start(generator, initial)
+        except ValueError as err:
+            raise SystemExit(f"error: {cfg.init_generator}: {err}") from None
         start = cfg.init_step
-        log.info("generator from %s, going on from step %d", cfg.init_generator, start)
+        log.info("generator from %s, going on from step %d; %d new tensors", cfg.init_generator, start, len(new))
     generator.train()
 
     dataset = MaskedFaces(faces, mask_renderer(cfg.mask_types), cfg.mask_prob, hflip=True, seed=cfg.seed)
@@ -279,7 +304,7 @@ def main() -> None:
     t0, seen_images = time.time(), 0
     for step in range(start, cfg.steps):
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(cfg, step)
+            group["lr"] = lr_at(cfg, step) * group["scale"]
         total, parts = restorer.losses(next(loader))
         optimizer.zero_grad(set_to_none=True)
         total.backward()

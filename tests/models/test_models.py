@@ -7,7 +7,13 @@ import torch
 
 from meer.models.backbones import LAYERS, create_iresnet
 from meer.models.decouple import MaskDecoupling
-from meer.models.generator import GENERATORS, GatedGenerator, blend_weights, composite
+from meer.models.generator import (
+    GENERATORS,
+    EncodedGatedGenerator,
+    GatedGenerator,
+    blend_weights,
+    composite,
+)
 from meer.models.heads import CombinedMargin, MarginSoftmaxLoss, make_margin
 from meer.models.layers import grad_reverse
 from meer.models.meer import MEER
@@ -150,6 +156,8 @@ def test_centre_initialisation_does_not_depend_on_sharding():
 @pytest.mark.parametrize("arch", sorted(GENERATORS))
 def test_every_generator_restores_at_full_size_with_a_gradient_for_every_weight(arch):
     model = MEER("iresnet18", width=0.125, input_size=32, embedding_dim=16, generator_width=8, generator_arch=arch)
+    for conv in getattr(model.generator, "inject", []):  # zero at the start: no gradient reaches the encoder
+        torch.nn.init.normal_(conv.weight)
     x = torch.randn(2, 3, 32, 32)
     unmasked = model.unmask(x)
     assert unmasked.raw.shape == x.shape and unmasked.raw.abs().max() <= 1
@@ -160,8 +168,12 @@ def test_every_generator_restores_at_full_size_with_a_gradient_for_every_weight(
         MEER("iresnet18", width=0.125, input_size=32, generator_arch="unet")
 
 
-def test_gated_generator_reads_no_pixel_under_the_occlusion():
-    generator = GatedGenerator(16, (4, 8, 8), width=4).eval()
+@pytest.mark.parametrize("cls", [GatedGenerator, EncodedGatedGenerator])
+def test_gated_generator_reads_no_pixel_under_the_occlusion(cls):
+    torch.manual_seed(0)
+    generator = cls(16, (4, 8, 8), width=4).eval()
+    for conv in getattr(generator, "inject", []):  # they start at zero: make the encoder count
+        torch.nn.init.normal_(conv.weight)
     identity = torch.randn(1, 16, 2, 2)
     skips = [torch.randn(1, 4, 16, 16), torch.randn(1, 8, 8, 8), torch.randn(1, 8, 4, 4)]
     image = torch.rand(1, 3, 32, 32)

@@ -263,7 +263,7 @@ def test_the_gated_decoder_upsamples_with_half_pixel_centres_and_adds_its_refine
 def test_an_unknown_generator_is_refused_with_the_known_ones_named():
     from meer.models.generator import create_generator
 
-    with pytest.raises(ValueError, match=r"^unknown generator 'unet'; choose from skip, gated$"):
+    with pytest.raises(ValueError, match=r"^unknown generator 'unet'; choose from skip, gated, gated-encoder$"):
         create_generator("unet", 8, (4, 4, 4), 4)
 
 

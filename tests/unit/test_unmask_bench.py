@@ -109,3 +109,28 @@ def test_other_photos_are_the_same_person_elsewhere_and_another_person():
     same, other = unmask_quality.other_photos(labels, np.array([0, 2, 3, 5]), np.random.default_rng(0))
     assert same[0] == 1 and same[1] == -1 and same[2] in (4, 5) and same[3] in (3, 4)
     assert all(labels[o] != labels[r] for o, r in zip(other, [0, 2, 3, 5]))
+
+
+def test_a_gated_generator_grows_an_encoder_that_starts_at_zero_and_learns_at_the_full_rate():
+    from meer.models.generator import EncodedGatedGenerator, GatedGenerator
+
+    gated = GatedGenerator(8, (4, 4, 4), width=4).eval()
+    grown = EncodedGatedGenerator(8, (4, 4, 4), width=4).eval()
+    new = pretrain_generator.warm_start(grown, gated.state_dict())
+    assert new and all(n.startswith(("encoder.", "inject.")) for n in new)
+    skips = [torch.randn(1, 4, s, s) for s in (8, 4, 2)]
+    args = (torch.randn(1, 8, 1, 1), skips, torch.rand(1, 3, 16, 16), torch.zeros(1, 1, 16, 16))
+    with torch.no_grad():
+        torch.testing.assert_close(grown(*args), gated(*args))  # the encoder is added through zeros
+    with pytest.raises(ValueError, match="another architecture"):
+        pretrain_generator.warm_start(gated, grown.state_dict())
+
+    cfg = pretrain_generator.PretrainConfig(lr=1.0, init_lr_scale=0.1)
+    optimizer = pretrain_generator.make_optimizer(grown, gated.state_dict(), cfg)
+    scales = {id(p): g["scale"] for g in optimizer.param_groups for p in g["params"]}
+    named = dict(grown.named_parameters())
+    assert len(scales) == len(named)
+    assert {scales[id(p)] for n, p in named.items() if n.startswith("encoder.")} == {1.0}
+    assert {scales[id(p)] for n, p in named.items() if n.startswith("up1.")} == {0.1}
+    # a run from scratch: one group at the full rate
+    assert [g["scale"] for g in pretrain_generator.make_optimizer(grown, {}, cfg).param_groups] == [1.0]
