@@ -237,9 +237,9 @@ def warm_start(generator: torch.nn.Module, initial: dict[str, torch.Tensor]) -> 
 def make_optimizer(generator: torch.nn.Module, initial: dict[str, torch.Tensor], cfg: PretrainConfig):
     """Adam over two groups: the weights ``initial`` holds at ``init_lr_scale`` x the schedule's rate,
     the others at the full rate (``group["scale"]``; the training loop multiplies by it)."""
-    inherited = [n in initial for n, _ in generator.named_parameters()]
-    groups = [{"params": [p for (_, p), old in zip(generator.named_parameters(), inherited) if old == from_init],
-               "scale": scale} for from_init, scale in ((True, cfg.init_lr_scale), (False, 1.0))]
+    named = list(generator.named_parameters())
+    groups = [{"params": [p for n, p in named if (n in initial) == from_init], "scale": scale}
+              for from_init, scale in ((True, cfg.init_lr_scale), (False, 1.0))]
     return torch.optim.Adam([g for g in groups if g["params"]], lr=cfg.lr, betas=tuple(cfg.betas))
 
 

@@ -94,13 +94,13 @@ class GatedUpBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor, occlusion: torch.Tensor,
                 extra: torch.Tensor | None = None) -> torch.Tensor:
-        """``extra``: features ``[B, cout, ...]`` at the skip's size added to its projection."""
+        """``extra``: features ``[B, cout, h, w]`` added to the skip's projection (resized to it)."""
         size = skip.shape[-2:]
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         hole = F.adaptive_avg_pool2d(occlusion, size)
         projected = self.project(skip * (1.0 - hole))
         if extra is not None:
-            projected = projected + extra
+            projected = projected + F.interpolate(extra, size=size, mode="bilinear", align_corners=False)
         return self.body(torch.cat([x, projected, hole], 1))
 
 
@@ -126,14 +126,18 @@ class GatedGenerator(nn.Module):
         self.to_rgb = nn.Conv2d(width, 3, 3, padding=1)
 
     def forward(
-        self, identity: torch.Tensor, skips: list[torch.Tensor], image: torch.Tensor, occlusion: torch.Tensor
+        self, identity: torch.Tensor, skips: list[torch.Tensor], image: torch.Tensor, occlusion: torch.Tensor,
+        extras: list[torch.Tensor | None] | None = None,
     ) -> torch.Tensor:
-        """Raw restoration ``[B, 3, S, S]`` in [-1, 1]; arguments as :meth:`UnmaskGenerator.forward`."""
+        """Raw restoration ``[B, 3, S, S]`` in [-1, 1]; arguments as :meth:`UnmaskGenerator.forward`.
+        ``extras``: features added to the skips of ``up1``, ``up2``, ``up4`` and ``up8`` (see
+        :class:`EncodedGatedGenerator`)."""
+        e1, e2, e4, e8 = extras or [None] * 4
         x = self.bottleneck(identity)
-        x = self.up8(x, skips[2], occlusion)
-        x = self.up4(x, skips[1], occlusion)
-        x = self.up2(x, skips[0], occlusion)
-        x = self.up1(x, image, occlusion)
+        x = self.up8(x, skips[2], occlusion, e8)
+        x = self.up4(x, skips[1], occlusion, e4)
+        x = self.up2(x, skips[0], occlusion, e2)
+        x = self.up1(x, image, occlusion, e1)
         return torch.tanh(self.to_rgb(x + self.refine(x)))
 
 
@@ -167,16 +171,11 @@ class EncodedGatedGenerator(GatedGenerator):
     ) -> torch.Tensor:
         """Raw restoration ``[B, 3, S, S]`` in [-1, 1]; arguments as :meth:`UnmaskGenerator.forward`."""
         x = torch.cat([image * (1.0 - occlusion), occlusion], 1)
-        extra = []
+        extras = []
         for stage, inject in zip(self.encoder, self.inject):
             x = stage(x)
-            extra.append(inject(x))
-        x = self.bottleneck(identity)
-        x = self.up8(x, skips[2], occlusion, F.interpolate(extra[3], size=skips[2].shape[-2:], mode="bilinear"))
-        x = self.up4(x, skips[1], occlusion, F.interpolate(extra[2], size=skips[1].shape[-2:], mode="bilinear"))
-        x = self.up2(x, skips[0], occlusion, F.interpolate(extra[1], size=skips[0].shape[-2:], mode="bilinear"))
-        x = self.up1(x, image, occlusion, extra[0])
-        return torch.tanh(self.to_rgb(x + self.refine(x)))
+            extras.append(inject(x))
+        return super().forward(identity, skips, image, occlusion, extras)
 
 
 GENERATORS = {"skip": UnmaskGenerator, "gated": GatedGenerator, "gated-encoder": EncodedGatedGenerator}
