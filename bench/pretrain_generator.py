@@ -20,7 +20,10 @@ repaints, and judges the result:
 - ``id``: cosine distance between the recogniser's embeddings of the composite and the clean face;
 - ``edge``: L1 between the Sobel gradients (each colour channel, x and y) of the composite and of
   the clean face on the true mask grown by 4 px: seams and colour steps at the region's edge and
-  missing structure inside it (what the benchmark's boundary measure sees).
+  missing structure inside it (what the benchmark's boundary measure sees);
+- ``ssim``: 1 - SSIM (Gaussian window, sigma 1.5, as the benchmark scores it) of the composite to
+  the clean face, averaged on the true mask grown by 4 px: the L1 + SSIM mix of Zhao et al.,
+  "Loss Functions for Image Restoration with Neural Networks" (2017).
 
 Every ``eval_every`` steps the composite is scored (region PSNR / SSIM, boundary excess) on the
 validation identities' faces with the benchmark's masks, by mask kind; lines go to
@@ -111,6 +114,7 @@ class PretrainConfig:
     perceptual: float = 0.0
     id: float = 0.0
     edge: float = 0.0
+    ssim: float = 0.0
     val_faces: int = 96
     eval_every: int = 250
     ckpt_every: int = 250
@@ -151,6 +155,24 @@ def sobel(images: torch.Tensor) -> torch.Tensor:
     return F.conv2d(F.pad(images, [1, 1, 1, 1], mode="replicate"), kernels, groups=images.shape[1])
 
 
+def ssim_map(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0) -> torch.Tensor:
+    """Per-pixel SSIM ``[B, C, H, W]`` of ``[B, C, H, W]`` images (Wang et al. 2004: 11x11 Gaussian
+    window, sigma 1.5, K1 0.01, K2 0.03; reflected edges), as skimage's ``structural_similarity``."""
+    taps = torch.exp(-((torch.arange(11, dtype=x.dtype, device=x.device) - 5) ** 2) / (2 * 1.5**2))
+    taps = taps / taps.sum()
+    channels = x.shape[1]
+
+    def blur(a: torch.Tensor) -> torch.Tensor:
+        a = F.pad(a, [5, 5, 5, 5], mode="reflect")
+        a = F.conv2d(a, taps.view(1, 1, 1, 11).repeat(channels, 1, 1, 1), groups=channels)
+        return F.conv2d(a, taps.view(1, 1, 11, 1).repeat(channels, 1, 1, 1), groups=channels)
+
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mx, my = blur(x), blur(y)
+    vx, vy, cxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+    return (2 * mx * my + c1) * (2 * cxy + c2) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+
+
 class Restorer:
     """The frozen recogniser with a trainable generator; the losses of one batch."""
 
@@ -185,6 +207,8 @@ class Restorer:
         parts["pix_raw"] = (near * (raw - clean).abs()).sum() / (3 * near.sum()).clamp_min(1.0)
         if cfg.edge:
             parts["edge"] = (near * (sobel(restored) - sobel(clean)).abs()).sum() / (6 * near.sum()).clamp_min(1.0)
+        if cfg.ssim:
+            parts["ssim"] = 1.0 - (near * ssim_map(restored, clean)).sum() / (3 * near.sum()).clamp_min(1.0)
         if cfg.perceptual or cfg.id:
             backbone = self.model.backbone
             with torch.no_grad():

@@ -90,6 +90,22 @@ def test_sobel_gives_each_channels_x_and_y_gradient_with_replicated_edges():
     assert not grad[0, [0, 1, 3, 4, 5]].any()  # red, blue and every y gradient: flat
 
 
+def test_ssim_map_matches_skimage_away_from_the_edges():
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(0)
+    clean = rng.uniform(-1, 1, (2, 3, 24, 24)).astype(np.float32)
+    noisy = np.clip(clean + rng.normal(0, 0.3, clean.shape), -1, 1).astype(np.float32)
+    ours = pretrain_generator.ssim_map(torch.from_numpy(noisy), torch.from_numpy(clean)).numpy()
+    for i in range(2):
+        _, theirs = structural_similarity(clean[i], noisy[i], data_range=2.0, channel_axis=0, gaussian_weights=True,
+                                          sigma=1.5, use_sample_covariance=False, full=True)
+        np.testing.assert_allclose(ours[i, :, 5:-5, 5:-5], theirs[:, 5:-5, 5:-5], atol=1e-4)  # edges: padding differs
+    assert 0.0 < ours.mean() < 0.9
+    identical = pretrain_generator.ssim_map(torch.from_numpy(clean), torch.from_numpy(clean))
+    torch.testing.assert_close(identical, torch.ones_like(identical))
+
+
 def test_fit_mask_head_separates_classes_and_rates_count_masked_calls():
     import fit_mask_head
 
