@@ -16,7 +16,7 @@ from meer.models.meer import MEER
 def batches(images: np.ndarray, batch_size: int, device: torch.device) -> Iterator[tuple[int, torch.Tensor]]:
     """Yield ``(start, float tensor [b, 3, S, S] in [-1, 1])`` from uint8 ``[N, S, S, 3]``."""
     for start in range(0, len(images), batch_size):
-        chunk = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))
+        chunk = torch.from_numpy(np.array(images[start : start + batch_size]))  # a copy: read-only caches warn
         yield start, chunk.to(device).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
