@@ -173,6 +173,11 @@ def ssim_map(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0) -> torch
     return (2 * mx * my + c1) * (2 * cxy + c2) / ((mx * mx + my * my + c1) * (vx + vy + c2))
 
 
+def near_mean(values: torch.Tensor, near: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values [B, C, H, W]`` over the pixels of ``near [B, 1, H, W]`` and all C channels."""
+    return (near * values).sum() / (values.shape[1] * near.sum()).clamp_min(1.0)
+
+
 class Restorer:
     """The frozen recogniser with a trainable generator; the losses of one batch."""
 
@@ -204,11 +209,11 @@ class Restorer:
         if cfg.mse:
             parts["mse"] = (weight * (restored - clean).square()).mean() / weight.mean()
         near = F.max_pool2d(occlusion, 9, stride=1, padding=4)
-        parts["pix_raw"] = (near * (raw - clean).abs()).sum() / (3 * near.sum()).clamp_min(1.0)
+        parts["pix_raw"] = near_mean((raw - clean).abs(), near)
         if cfg.edge:
-            parts["edge"] = (near * (sobel(restored) - sobel(clean)).abs()).sum() / (6 * near.sum()).clamp_min(1.0)
+            parts["edge"] = near_mean((sobel(restored) - sobel(clean)).abs(), near)
         if cfg.ssim:
-            parts["ssim"] = 1.0 - (near * ssim_map(restored, clean)).sum() / (3 * near.sum()).clamp_min(1.0)
+            parts["ssim"] = 1.0 - near_mean(ssim_map(restored, clean), near)
         if cfg.perceptual or cfg.id:
             backbone = self.model.backbone
             with torch.no_grad():
