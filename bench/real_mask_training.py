@@ -3,9 +3,10 @@
     python bench/real_mask_training.py --lfw-cache data/lfw112 --rmfrd-train-cache data/rmfrd-train112 \
         --rmfrd-cache data/rmfrd112 --out runs/real-masks
 
-Every system is MEER on SFace without the generator (``bench/configs/real-masks.yaml``), trained
-with meer's surgical and N95 masks only (cloth is held out for the test) on two sources mixed
-70 / 30 per batch:
+Every system is MEER on SFace without the generator (``bench/configs/real-masks.yaml``; with
+``--config bench/configs/real-masks-head.yaml`` the shipped model, fine-tuned from its own weights
+by ``model.init``), trained with meer's surgical and N95 masks only (cloth is held out for the
+test) on two sources mixed 70 / 30 per batch:
 
 * LFW: the people in no View-2 test pair (folds 6-10), minus a validation carve-out;
 * rmfrd-train: a real-mask collection (training data), minus validation people.
@@ -173,9 +174,10 @@ def folder_name(system: str) -> str:
     return system.replace(" ", "-").replace(",", "").replace("(", "").replace(")", "")
 
 
-def train(name: str, out: Path, faces: FaceSet, targets, overrides: list[str], step_scale: float) -> tuple[Path, float]:
+def train(name: str, out: Path, faces: FaceSet, targets, overrides: list[str], step_scale: float,
+          config: Path = CONFIG) -> tuple[Path, float]:
     seed_teacher_cache(out / name, faces, targets)
-    return train_system(str(CONFIG), out / name, faces, step_scale, tuple(overrides))
+    return train_system(str(config), out / name, faces, step_scale, tuple(overrides))
 
 
 def main() -> None:
@@ -190,6 +192,11 @@ def main() -> None:
                         help="also score the tested models on this preparation of the same rmfrd-dev photos "
                              "(e.g. another --detector); repeatable")
     parser.add_argument("--out", default="runs/real-masks")
+    parser.add_argument("--config", type=Path, default=CONFIG,
+                        help="every system's config (default: %(default)s; real-masks-head.yaml fine-tunes the "
+                             "shipped model's embedding head alone)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="config overrides for every system (e.g. model.init=../src/meer/default_model)")
     parser.add_argument("--variants", nargs="+", default=["pull 0:teacher.pull=0", "pull 5:teacher.pull=5"],
                         help="the real-mask systems to choose from on validation, each name:overrides (';' between)")
     parser.add_argument("--val-identities", type=int, default=120, help="LFW validation identities")
@@ -242,7 +249,8 @@ def main() -> None:
     models = {}
 
     def train_and_validate(name: str, faces: FaceSet, system_targets, overrides: list[str]) -> None:
-        checkpoint, seconds = train(folder_name(name), out, faces, system_targets, overrides, args.step_scale)
+        checkpoint, seconds = train(folder_name(name), out, faces, system_targets, [*args.set, *overrides],
+                                    args.step_scale, args.config)
         model, _, _ = load_model(checkpoint)
         models[name] = model
         entry = results["systems"].setdefault(name, {})
@@ -301,7 +309,8 @@ def main() -> None:
                   with_cutouts(variants[variant], lambda: cutout_file(out / "cutouts_all.safetensors", real_all)))]
         tested = [name for name, *_ in final]
         for name, faces, system_targets, overrides in final:
-            checkpoint, seconds = train(folder_name(name), out, faces, system_targets, overrides, args.step_scale)
+            checkpoint, seconds = train(folder_name(name), out, faces, system_targets, [*args.set, *overrides],
+                                        args.step_scale, args.config)
             models[name], cfg, _ = load_model(checkpoint)
             results["systems"].setdefault(name, {}).update(
                 checkpoint=str(checkpoint), train_minutes=seconds / 60, overrides=overrides, people="all rmfrd-train",
@@ -329,7 +338,7 @@ def main() -> None:
         for name, faces, system_targets, overrides in final:
             seeded = f"{name}, seed {seed}"
             checkpoint, seconds = train(folder_name(seeded), out, faces, system_targets,
-                                        [*overrides, f"train.seed={seed}"], args.step_scale)
+                                        [*args.set, *overrides, f"train.seed={seed}"], args.step_scale, args.config)
             entry = results["systems"].setdefault(seeded, {})
             entry |= {"checkpoint": str(checkpoint), "train_minutes": seconds / 60, "train_seed": seed}
             if "seed_test" not in entry:  # rmfrd-dev only: LFW would cost ~7 min a model

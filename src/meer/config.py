@@ -53,7 +53,10 @@ class ModelConfig:
     blend_dilate: int = 2  # ... grown by this many pixels (BENCHMARKS.md 8: chosen on validation)
     blend_feather: int = 2  # ... and blended into the input over 2x this many pixels
     pretrained: str = ""  # "dlib" | "sface": start the backbone from that network's trained weights
-    frozen_stages: int = 0  # the backbone's stem and first N of its 4 stages keep their weights
+    frozen_stages: int = 0  # the backbone's stem and first N of its 4 stages keep their weights (4: only its head trains)
+    # fine-tuning: start every weight of the model from this checkpoint or release (e.g.
+    # src/meer/default_model; after `pretrained`); this section must describe the same network
+    init: str = ""
     template: str = ""  # face alignment the network reads: arcface | dlib; "" = the backbone's own
 
     def __post_init__(self) -> None:

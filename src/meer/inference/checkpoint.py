@@ -197,12 +197,17 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     meta = read_state(path)
     cfg = config_from_dict(meta["config"])
     # the checkpoint holds every weight: no need for (nor dependency on) pretrained files
-    model = build_model(dataclasses.replace(cfg.model, pretrained=""))
+    model = build_model(dataclasses.replace(cfg.model, pretrained="", init=""))
+    load_weights_into(model, path, "the model its config describes")
+    return model.to(device).eval(), cfg, meta
+
+
+def load_weights_into(model: MEER, path: str | os.PathLike, described_by: str) -> None:
+    """Copy every weight of the checkpoint or release at ``path`` into ``model`` (same network)."""
     tensors = split_state(load_weights(path), "model")
     try:
         model.load_state_dict(tensors)
     except RuntimeError as err:  # torch's first line names only the class; the next ones the keys
         detail = " ".join(line.strip() for line in str(err).splitlines()[1:])
         detail = detail if len(detail) <= 300 else detail[:297] + "..."
-        raise ValueError(f"{path}: weights do not match the model its config describes: {detail}") from err
-    return model.to(device).eval(), cfg, meta
+        raise ValueError(f"{path}: weights do not match {described_by}: {detail}") from err

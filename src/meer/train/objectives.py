@@ -94,9 +94,13 @@ def generator_objective(
             parts["rec_clean"] = weights.rec_clean * nets.rec_loss(clean_encoded.embedding, twins(labels))
         if encoded.decoupled is not None:
             dec = encoded.decoupled
-            parts["occ"] = weights.occ * occlusion_loss(dec.occlusion_logits, batch["occlusion"], weight=twin)
-            parts["mask"] = weights.mask * F.cross_entropy(dec.mask_logits.float(), batch["mask_type"])
-            parts["dec"] = weights.dec * F.cross_entropy(dec.adversary_logits.float(), batch["mask_type"])
+            # a weight of 0 leaves the term out (e.g. a fine-tune of the head alone, see model.init)
+            if weights.occ > 0:
+                parts["occ"] = weights.occ * occlusion_loss(dec.occlusion_logits, batch["occlusion"], weight=twin)
+            if weights.mask > 0:
+                parts["mask"] = weights.mask * F.cross_entropy(dec.mask_logits.float(), batch["mask_type"])
+            if weights.dec > 0:
+                parts["dec"] = weights.dec * F.cross_entropy(dec.adversary_logits.float(), batch["mask_type"])
             if weights.ortho > 0:
                 parts["ortho"] = weights.ortho * orthogonality_loss(dec.identity, dec.mask)
         if nets.projection is not None and teacher is not None:

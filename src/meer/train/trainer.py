@@ -75,6 +75,10 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 def build_nets(cfg: Config, num_classes: int) -> Nets:
     """Model, classifier (sharded across ranks when ``train.shard_centres``) and discriminator."""
     model = build_model(cfg.model)
+    if cfg.model.init:
+        from meer.inference.checkpoint import load_weights_into
+
+        load_weights_into(model, cfg.model.init, "this config's model section (model.init)")
     margin = make_margin(cfg.margin.type, cfg.margin.scale, cfg.margin.m1, cfg.margin.m2, cfg.margin.m3)
     head = ShardedMarginSoftmaxLoss if cfg.train.shard_centres else MarginSoftmaxLoss
     discriminator = (
@@ -234,7 +238,8 @@ class Trainer:
         cutouts = MaskCutouts.load(cfg.data.real_masks) if cfg.data.real_masks else None
         real_class = (f"the training data holds {int(real.sum())} photos of real masks" if real.any()
                       else 'data.real_masks pastes masks of class "real"' if cutouts is not None else "")
-        if real_class and cfg.model.decouple and cfg.model.num_mask_types < len(MASK_CLASSES):
+        classifies = cfg.loss.mask > 0 or cfg.loss.dec > 0
+        if real_class and cfg.model.decouple and classifies and cfg.model.num_mask_types < len(MASK_CLASSES):
             raise ValueError(f"{real_class}: the mask classifier needs model.num_mask_types: {len(MASK_CLASSES)} "
                              f"({', '.join(MASK_CLASSES)})")
         self.nets = build_nets(cfg, self.num_classes)
