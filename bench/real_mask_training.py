@@ -174,12 +174,6 @@ def folder_name(system: str) -> str:
     return system.replace(" ", "-").replace(",", "").replace("(", "").replace(")", "")
 
 
-def train(name: str, out: Path, faces: FaceSet, targets, overrides: list[str], step_scale: float,
-          config: Path = CONFIG) -> tuple[Path, float]:
-    seed_teacher_cache(out / name, faces, targets)
-    return train_system(str(config), out / name, faces, step_scale, tuple(overrides))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lfw-cache", required=True, help="meer prepare output of ../shared/data/lfw (112 px)")
@@ -248,9 +242,14 @@ def main() -> None:
 
     models = {}
 
+    def train(name: str, faces: FaceSet, system_targets, overrides: list[str]) -> tuple[Path, float]:
+        """Train (or finish training) one system: ``--config``, then ``--set``, then its own overrides."""
+        run = out / folder_name(name)
+        seed_teacher_cache(run, faces, system_targets)
+        return train_system(str(args.config), run, faces, args.step_scale, (*args.set, *overrides))
+
     def train_and_validate(name: str, faces: FaceSet, system_targets, overrides: list[str]) -> None:
-        checkpoint, seconds = train(folder_name(name), out, faces, system_targets, [*args.set, *overrides],
-                                    args.step_scale, args.config)
+        checkpoint, seconds = train(name, faces, system_targets, overrides)
         model, _, _ = load_model(checkpoint)
         models[name] = model
         entry = results["systems"].setdefault(name, {})
@@ -309,8 +308,7 @@ def main() -> None:
                   with_cutouts(variants[variant], lambda: cutout_file(out / "cutouts_all.safetensors", real_all)))]
         tested = [name for name, *_ in final]
         for name, faces, system_targets, overrides in final:
-            checkpoint, seconds = train(folder_name(name), out, faces, system_targets, [*args.set, *overrides],
-                                        args.step_scale, args.config)
+            checkpoint, seconds = train(name, faces, system_targets, overrides)
             models[name], cfg, _ = load_model(checkpoint)
             results["systems"].setdefault(name, {}).update(
                 checkpoint=str(checkpoint), train_minutes=seconds / 60, overrides=overrides, people="all rmfrd-train",
@@ -337,8 +335,7 @@ def main() -> None:
     for seed in args.extra_seeds:
         for name, faces, system_targets, overrides in final:
             seeded = f"{name}, seed {seed}"
-            checkpoint, seconds = train(folder_name(seeded), out, faces, system_targets,
-                                        [*args.set, *overrides, f"train.seed={seed}"], args.step_scale, args.config)
+            checkpoint, seconds = train(seeded, faces, system_targets, [*overrides, f"train.seed={seed}"])
             entry = results["systems"].setdefault(seeded, {})
             entry |= {"checkpoint": str(checkpoint), "train_minutes": seconds / 60, "train_seed": seed}
             if "seed_test" not in entry:  # rmfrd-dev only: LFW would cost ~7 min a model

@@ -76,9 +76,7 @@ def build_nets(cfg: Config, num_classes: int) -> Nets:
     """Model, classifier (sharded across ranks when ``train.shard_centres``) and discriminator."""
     model = build_model(cfg.model)
     if cfg.model.init:
-        from meer.inference.checkpoint import load_weights_into
-
-        load_weights_into(model, cfg.model.init, "this config's model section (model.init)")
+        ckpt.load_weights_into(model, cfg.model.init, "this config's model section (model.init)")
     margin = make_margin(cfg.margin.type, cfg.margin.scale, cfg.margin.m1, cfg.margin.m2, cfg.margin.m3)
     head = ShardedMarginSoftmaxLoss if cfg.train.shard_centres else MarginSoftmaxLoss
     discriminator = (
