@@ -123,11 +123,40 @@ class PretrainConfig:
     threads: int = 2
 
 
-def load_pretrain_config(path: str, overrides: list[str]) -> PretrainConfig:
+def load_pretrain_config(path: str, overrides: list[str], cls: type = PretrainConfig):
+    """A ``cls`` (a dataclass of a bench script's keys) from a YAML file and ``key=value`` overrides."""
     raw = yaml.safe_load(Path(path).read_text()) or {}
     for text in overrides:
         raw = deep_merge(raw, parse_override(text))
-    return build(PretrainConfig, raw, "")
+    return build(cls, raw, "")
+
+
+def start_run(description: str, cls: type, record: str):
+    """The command line of a bench training script: its config (a ``cls``) and run folder, with the
+    config, seed and versions written to ``record`` in it; threads and seed set."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help=f"YAML with {cls.__name__}'s keys")
+    parser.add_argument("--out", required=True, help="run folder (resumed when it has checkpoints)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config values")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        cfg = load_pretrain_config(args.config, args.set, cls)
+    except (ValueError, OSError) as err:
+        raise SystemExit(f"error: {err}") from None
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / record, json.dumps(
+        {"config": dataclasses.asdict(cfg), "seed": cfg.seed, "versions": versions()}, indent=2))
+    return cfg, out
+
+
+def append_metrics(out: Path, metrics: dict) -> None:
+    log.info("val %s", json.dumps(metrics))
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(metrics) + "\n")
 
 
 def training_faces(cfg: PretrainConfig):
@@ -279,23 +308,17 @@ def save(out: Path, restorer: Restorer, optimizer, step: int, cfg: PretrainConfi
                            {"optimizer": optimizer.state_dict(), "step": step}, state, keep=2)
 
 
+def keep_best(out: Path, checkpoint: Path) -> None:
+    """Copy ``checkpoint`` to ``out/checkpoints/best``, replacing the one there in one rename."""
+    tmp = out / "checkpoints" / ".best"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(checkpoint, tmp)
+    shutil.rmtree(out / "checkpoints" / "best", ignore_errors=True)
+    os.replace(tmp, out / "checkpoints" / "best")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", help="YAML with PretrainConfig's keys")
-    parser.add_argument("--out", required=True, help="run folder (resumed when it has checkpoints)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config values")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    try:
-        cfg = load_pretrain_config(args.config, args.set)
-    except (ValueError, OSError) as err:
-        raise SystemExit(f"error: {err}") from None
-    torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "pretrain_config.json", json.dumps(
-        {"config": dataclasses.asdict(cfg), "seed": cfg.seed, "versions": versions()}, indent=2))
+    cfg, out = start_run(__doc__, PretrainConfig, "pretrain_config.json")
 
     faces, val_faces, counts = training_faces(cfg)
     log.info("faces: %s", counts)
@@ -349,19 +372,13 @@ def main() -> None:
         if done % cfg.eval_every == 0 or done == cfg.steps:
             metrics = {"step": done, **validate(restorer, val_faces, val_masks, cfg.mask_types),
                        "train/loss": float(total.detach()), "images_per_s": seen_images / (time.time() - t0)}
-            log.info("val %s", json.dumps(metrics))
-            with open(out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(metrics) + "\n")
+            append_metrics(out, metrics)
             improved = metrics["val/seen/psnr"] > best.get("val/seen/psnr", -1.0)
             if improved:
                 best = metrics
             path = save(out, restorer, optimizer, done, cfg, best)
             if improved:
-                tmp = out / "checkpoints" / ".best"
-                shutil.rmtree(tmp, ignore_errors=True)
-                shutil.copytree(path, tmp)
-                shutil.rmtree(out / "checkpoints" / "best", ignore_errors=True)
-                os.replace(tmp, out / "checkpoints" / "best")
+                keep_best(out, path)
         elif done % cfg.ckpt_every == 0:
             save(out, restorer, optimizer, done, cfg, best)
 

@@ -52,6 +52,9 @@ class ModelConfig:
     occlusion_threshold: float = 0.5  # predicted occlusion above this is repainted
     blend_dilate: int = 2  # ... grown by this many pixels (BENCHMARKS.md 8: chosen on validation)
     blend_feather: int = 2  # ... and blended into the input over 2x this many pixels
+    # a pixel-level refinement of the predicted occlusion (meer.models.occlusion), trained on
+    # rendered masks by bench/train_occlusion.py with the rest of the model frozen
+    occlusion_refiner: bool = False
     pretrained: str = ""  # "dlib" | "sface": start the backbone from that network's trained weights
     frozen_stages: int = 0  # the backbone's stem and first N of its 4 stages keep their weights (4: only its head trains)
     # fine-tuning: start every weight of the model from this checkpoint or release (e.g.

@@ -150,3 +150,47 @@ def test_a_gated_generator_grows_an_encoder_that_starts_at_zero_and_learns_at_th
     assert {scales[id(p)] for n, p in named.items() if n.startswith("up1.")} == {0.1}
     # a run from scratch: one group at the full rate
     assert [g["scale"] for g in pretrain_generator.make_optimizer(grown, {}, cfg).param_groups] == [1.0]
+
+
+def test_the_occlusion_pool_mirrors_face_region_and_coarse_map_together_and_alternates_by_pass():
+    import train_occlusion
+
+    rng = np.random.default_rng(0)
+    pool = {"masked": rng.integers(0, 256, (3, 8, 8, 3), dtype=np.uint8),
+            "occlusion": rng.integers(0, 2, (3, 8, 8), dtype=np.uint8),
+            "coarse": rng.normal(size=(3, 2, 2)).astype(np.float16)}
+    batch = train_occlusion.pool_batch(pool, [0, 1, 3, 4], 8)
+    assert batch["masked"].shape == (4, 3, 8, 8) and batch["occlusion"].shape == batch["coarse"].shape == (4, 1, 8, 8)
+    plain = train_occlusion.pool_batch(pool, [0], 8)  # row 0, first pass: as stored
+    torch.testing.assert_close(plain["occlusion"][0, 0], torch.from_numpy(pool["occlusion"][0]).float())
+    coarse = torch.nn.functional.interpolate(torch.from_numpy(pool["coarse"][:1]).float()[:, None], size=(8, 8),
+                                             mode="bilinear", align_corners=False)
+    torch.testing.assert_close(plain["coarse"], coarse)
+    # keys 3 and 4 are rows 0 and 1 on the second pass: each the mirror image of its first pass
+    for first, second in ((0, 2), (1, 3)):
+        for name in batch:
+            torch.testing.assert_close(batch[name][second], batch[name][first].flip(-1))
+    assert not torch.equal(batch["masked"][1], torch.from_numpy(pool["masked"][1]).permute(2, 0, 1).float() / 127.5 - 1)
+
+
+def test_the_occlusion_losses_score_dice_on_masked_faces_only():
+    import train_occlusion
+
+    class Refiner(torch.nn.Module):
+        def forward(self, images, coarse):
+            return coarse
+
+    model = type("Model", (), {"occlusion_refiner": Refiner()})()
+    target = torch.zeros(2, 1, 4, 4)
+    target[1, :, :2] = 1.0  # face 0 is bare
+    coarse = torch.full((2, 1, 4, 4), -3.0)
+    coarse[1, :, :3] = 3.0
+    cfg = train_occlusion.OcclusionConfig(bce=1.0, dice=0.5)
+    total, parts = train_occlusion.losses(model, {"masked": torch.zeros(2, 3, 4, 4), "occlusion": target,
+                                                  "coarse": coarse}, cfg)
+    p = torch.sigmoid(coarse[1])
+    dice = 1 - (2 * (p * target[1]).sum() + 1) / ((p + target[1]).sum() + 1)
+    assert parts["dice"] == pytest.approx(float(dice), rel=1e-5)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(coarse, target)
+    assert parts["bce"] == pytest.approx(float(bce), rel=1e-5)
+    assert float(total) == pytest.approx(parts["bce"] + 0.5 * parts["dice"], rel=1e-5)

@@ -88,7 +88,7 @@ def unmask_images(
             result.mask_type[start : start + len(x)] = mask_type.cpu().numpy()
             rows = (mask_type != 0) if masked_only else torch.ones_like(mask_type, dtype=torch.bool)
             if not rows.all():
-                result.occlusion[start : start + len(x)] = model.occlusion_probability(encoded, s)[:, 0].cpu().numpy()
+                result.occlusion[start : start + len(x)] = model.occlusion_probability(encoded, s, x)[:, 0].cpu().numpy()
             if rows.any():
                 unmasked = (model.unmask(x, encoded, flip) if rows.all()
                             else model.unmask(x[rows], encoded.select(rows), flip))

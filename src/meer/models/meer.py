@@ -17,6 +17,7 @@ from torch import nn
 from meer.models.backbones import create_backbone
 from meer.models.decouple import DecoupleOutput, MaskDecoupling
 from meer.models.generator import blend_weights, composite, create_generator
+from meer.models.occlusion import OcclusionRefiner
 
 
 @dataclass
@@ -61,11 +62,14 @@ class MEER(nn.Module):
         occlusion_threshold: float = 0.5,
         blend_dilate: int = 2,
         blend_feather: int = 2,
+        occlusion_refiner: bool = False,
         pretrained: str = "",
     ) -> None:
         super().__init__()
         if generator and not decouple:
             raise ValueError("the generator needs the decoupling module's occlusion map")
+        if occlusion_refiner and not decouple:
+            raise ValueError("the occlusion refiner needs the decoupling module's occlusion map")
         self.input_size = input_size
         self.occlusion_threshold = occlusion_threshold
         self.blend_dilate, self.blend_feather = blend_dilate, blend_feather
@@ -92,6 +96,7 @@ class MEER(nn.Module):
         self.generator = (
             create_generator(generator_arch, channels[3], channels[:3], generator_width) if generator else None
         )
+        self.occlusion_refiner = OcclusionRefiner() if occlusion_refiner else None
 
     @property
     def embedding_dim(self) -> int:
@@ -113,17 +118,21 @@ class MEER(nn.Module):
             embedding = embedding + self(torch.flip(images, dims=[3])).embedding
         return F.normalize(embedding.float())
 
-    def occlusion_probability(self, encoded: Encoded, size: int) -> torch.Tensor:
-        """Predicted occlusion upsampled to ``[B, 1, size, size]``."""
+    def occlusion_probability(self, encoded: Encoded, size: int, images: torch.Tensor | None = None) -> torch.Tensor:
+        """Predicted occlusion upsampled to ``[B, 1, size, size]``; given the ``images`` that were
+        encoded, sharpened by the occlusion refiner where the model has one."""
         if encoded.decoupled is None:
             raise ValueError("this model has no decoupling module, so it predicts no occlusion")
         logits = F.interpolate(encoded.decoupled.occlusion_logits, size=(size, size), mode="bilinear", align_corners=False)
+        if self.occlusion_refiner is not None and images is not None:
+            logits = self.occlusion_refiner(images, logits)
         return torch.sigmoid(logits)
 
     def unmask(self, images: torch.Tensor, encoded: Encoded | None = None, flip: bool = False) -> Unmasked:
         """Restore the face under the predicted mask; pixels outside it are the input's.
 
-        The repainted region is the predicted occlusion above the threshold, grown by
+        The repainted region is the predicted occlusion (sharpened by the occlusion refiner where
+        the model has one; the generator reads the coarse map it learned with) above the threshold, grown by
         ``blend_dilate`` pixels and feathered over ``2 * blend_feather`` pixels
         (:func:`meer.models.generator.blend_weights`); pixels beyond it are the input bit for bit.
         ``flip`` also restores the mirrored image and averages the two (occlusion and generated
@@ -133,13 +142,15 @@ class MEER(nn.Module):
             raise ValueError("this model was built without a generator")
         if encoded is None:
             encoded = self(images)
-        occlusion = self.occlusion_probability(encoded, images.shape[-1])
-        raw = self.generator(encoded.identity, encoded.maps[:3], images, occlusion)
+        size = images.shape[-1]
+        raw = self.generator(encoded.identity, encoded.maps[:3], images, self.occlusion_probability(encoded, size))
+        occlusion = self.occlusion_probability(encoded, size, images)
         if flip:
             mirrored = torch.flip(images, dims=[3])
             encoded_m = self(mirrored)
-            occlusion_m = self.occlusion_probability(encoded_m, images.shape[-1])
-            raw_m = self.generator(encoded_m.identity, encoded_m.maps[:3], mirrored, occlusion_m)
+            raw_m = self.generator(encoded_m.identity, encoded_m.maps[:3], mirrored,
+                                   self.occlusion_probability(encoded_m, size))
+            occlusion_m = self.occlusion_probability(encoded_m, size, mirrored)
             raw = (raw + torch.flip(raw_m, dims=[3])) / 2
             occlusion = (occlusion + torch.flip(occlusion_m, dims=[3])) / 2
         region = blend_weights((occlusion > self.occlusion_threshold).to(images.dtype), self.blend_dilate,

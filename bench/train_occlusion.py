@@ -1,0 +1,249 @@
+"""Train the occlusion refiner: where exactly is the mask? (issue 15, item 2)
+
+    python bench/train_occlusion.py bench/configs/pretrain/occlusion.yaml \
+        --out runs/occlusion [--set steps=3000]
+
+The decoupling module predicts the mask at stride 8, so the restored face keeps the mask rims
+and ear loops its coarse map misses, and loses skin it takes for mask. The refiner
+(:class:`meer.models.occlusion.OcclusionRefiner`) sharpens that map at full resolution. Every
+other weight of ``base_model`` is frozen, so its recogniser and generator stay as they are; the
+generator goes on reading the coarse map, only the composite follows the refined one.
+
+It learns on the generator pre-training's faces (``bench/pretrain_generator.py``: LFW outside
+the test folds and the validation identities, rmfrd-train's unmasked photos, meer's synthetic
+faces) with meer's masks of the kinds in ``mask_types``, some faces left bare: binary
+cross-entropy and soft Dice against the rendered region. The frozen recogniser is what costs
+(~35 img/s on two cores), so each face is masked ``passes`` times up front and its coarse map
+computed once; training then runs on that pool, mirrored at random. Every ``eval_every`` steps it is
+scored on the validation identities' faces with the benchmark's masks, trained and held-out
+kinds apart: IoU of the region above the threshold with the true one, the share of the true
+region it misses and of skin it adds, and the composite's PSNR / SSIM / boundary excess with
+the base model's generator and blend. The best step (IoU on the trained kinds) goes to
+``checkpoints/best``, a meer checkpoint; a run resumes from its latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; see meer.cli.main
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lfw_benchmark import MASK_SEED
+from pretrain_generator import append_metrics, keep_best, lr_at, start_run, training_faces
+
+from meer.data.cutouts import MaskCutouts
+from meer.data.dataset import MaskedFaces, StepSampler, mask_renderer, to_tensor, to_uint8
+from meer.data.faceset import mix
+from meer.data.masks import MASK_TYPES, REAL_MASK
+from meer.eval.masked_copies import MaskedCopies, render_test_masks
+from meer.eval.synthesis import boundary_excess, region_psnr, region_ssim
+from meer.inference.checkpoint import (
+    flat_state,
+    latest_checkpoint,
+    load_model,
+    load_train_state,
+    load_weights,
+    save_checkpoint,
+    split_state,
+)
+from meer.models.occlusion import OcclusionRefiner
+from meer.train.trainer import versions
+
+log = logging.getLogger("train_occlusion")
+
+
+@dataclass
+class OcclusionConfig:
+    base_model: str = "src/meer/default_model"  # frozen: recogniser, decoupling module, generator
+    lfw_cache: str = "data/lfw112"
+    pairs: str = "../shared/data/lfw/pairs.txt"
+    rmfrd_cache: str = "data/rmfrd-train112"  # its unmasked photos; "" for none
+    synthetic_faces: int = 800
+    mask_types: list[str] = field(default_factory=lambda: ["surgical", "n95"])
+    mask_prob: float = 0.9
+    passes: int = 2  # masked copies of each face in the pool
+    steps: int = 3000
+    batch_size: int = 32
+    lr: float = 2e-3
+    init_step: int = 0  # lr_at's warm-up starts here
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.05
+    bce: float = 1.0
+    dice: float = 1.0
+    val_faces: int = 96
+    # masks cut out of real masked photos (``meer cutouts``) pasted on the validation faces as a
+    # further test: real fabrics and shapes no renderer drew; "" for none
+    val_cutouts: str = ""
+    eval_every: int = 250
+    log_every: int = 25
+    seed: int = 0
+    threads: int = 2
+
+
+def refined_model(cfg: OcclusionConfig):
+    """The base model with a fresh refiner; only the refiner trains. Returns it and its meer config."""
+    model, meer_cfg, _ = load_model(cfg.base_model)
+    model.occlusion_refiner = OcclusionRefiner()
+    model.eval().requires_grad_(False)
+    model.occlusion_refiner.requires_grad_(True).train()
+    meer_cfg = dataclasses.replace(meer_cfg, model=dataclasses.replace(meer_cfg.model, occlusion_refiner=True))
+    return model, meer_cfg
+
+
+@torch.no_grad()
+def build_pool(model, faces, cfg: OcclusionConfig) -> dict[str, np.ndarray]:
+    """Each face masked ``passes`` times (keys ``pass * n + i`` of :class:`MaskedFaces`), with the
+    frozen model's coarse occlusion logits: uint8 masked faces and regions, float16 logits."""
+    dataset = MaskedFaces(faces, mask_renderer(cfg.mask_types), cfg.mask_prob, hflip=True, seed=cfg.seed)
+    keys = range(cfg.passes * len(faces))
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, keys), batch_size=64, num_workers=1)
+    pool = {"masked": [], "occlusion": [], "coarse": []}
+    t0 = time.time()
+    for batch in loader:
+        pool["masked"].append(to_uint8(batch["masked"]))
+        pool["occlusion"].append(batch["occlusion"][:, 0].numpy().astype(np.uint8))
+        pool["coarse"].append(model(batch["masked"]).decoupled.occlusion_logits[:, 0].half().numpy())
+        if len(pool["masked"]) % 20 == 0:
+            done = 64 * len(pool["masked"])
+            log.info("pool: %d of %d faces, %.0f img/s", done, len(keys), done / (time.time() - t0))
+    return {k: np.concatenate(v) for k, v in pool.items()}
+
+
+def pool_batch(pool: dict[str, np.ndarray], keys: list[int], size: int) -> dict[str, torch.Tensor]:
+    """The pool's rows ``keys`` (modulo its size), each mirrored or not by its key: masked faces,
+    true regions ``[B, 1, S, S]`` and coarse logits upsampled to them."""
+    rows = np.asarray(keys) % len(pool["masked"])
+    masked = to_tensor(pool["masked"][rows])
+    target = torch.from_numpy(pool["occlusion"][rows]).float()[:, None]
+    coarse = F.interpolate(torch.from_numpy(pool["coarse"][rows]).float()[:, None], size=(size, size),
+                           mode="bilinear", align_corners=False)
+    flip = torch.from_numpy((np.asarray(keys) // len(pool["masked"]) + rows) % 2 == 1)
+    batch = {"masked": masked, "occlusion": target, "coarse": coarse}
+    return {k: torch.where(flip[:, None, None, None], v.flip(3), v) for k, v in batch.items()}
+
+
+def losses(model, batch: dict[str, torch.Tensor], cfg: OcclusionConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    target = batch["occlusion"]
+    logits = model.occlusion_refiner(batch["masked"], batch["coarse"])
+    p = torch.sigmoid(logits)
+    overlap = (p * target).sum((1, 2, 3))
+    total = (p + target).sum((1, 2, 3))
+    has_mask = target.sum((1, 2, 3)) > 0
+    dice = (1 - (2 * overlap + 1) / (total + 1))[has_mask].mean() if has_mask.any() else logits.sum() * 0
+    parts = {"bce": F.binary_cross_entropy_with_logits(logits, target), "dice": dice}
+    return cfg.bce * parts["bce"] + cfg.dice * parts["dice"], {k: float(v.detach()) for k, v in parts.items()}
+
+
+@torch.no_grad()
+def validate(model, faces, masks, trained: list[str]) -> dict[str, float]:
+    """Region overlap with the true masks, and the composite's quality, on trained / held-out kinds."""
+    model.occlusion_refiner.eval()
+    occlusion, restored = [], []
+    for i in range(0, len(faces), 32):
+        x = to_tensor(masks.images[i : i + 32])
+        unmasked = model.unmask(x)
+        occlusion.append(unmasked.occlusion[:, 0].numpy())
+        restored.append(to_uint8(unmasked.restored))
+    model.occlusion_refiner.train()
+    predicted = np.concatenate(occlusion) > model.occlusion_threshold
+    true = masks.occlusion >= 0.5
+    restored, clean = np.concatenate(restored), np.asarray(faces.images)
+    inter, union = (predicted & true).sum((1, 2)), (predicted | true).sum((1, 2))
+    missed, extra = (true & ~predicted).sum((1, 2)), (predicted & ~true).sum((1, 2))
+    area = true.sum((1, 2)).clip(1)
+    scores = {"iou": inter / union.clip(1), "missed": missed / area, "extra": extra / area,
+              "psnr": region_psnr(restored, clean, masks.occlusion), "ssim": region_ssim(restored, clean, masks.occlusion),
+              "boundary": boundary_excess(restored, clean, masks.occlusion) * 255}
+    seen = np.isin(masks.mask_type, [MASK_TYPES.index(k) for k in trained])
+    real = masks.mask_type == REAL_MASK
+    groups = (("seen", seen), ("held_out", ~seen & ~real), ("real_cutouts", real))
+    return {f"val/{name}/{k}": float(np.nanmean(v[keep])) for name, keep in groups if keep.any()
+            for k, v in scores.items()}
+
+
+def with_cutouts(faces, masks: MaskedCopies, path: str) -> MaskedCopies:
+    """``masks`` followed by the same faces wearing the real masks of ``path`` (one per face,
+    drawn from a fixed seed), marked as real masks."""
+    cutouts, rng = MaskCutouts.load(path), np.random.default_rng(MASK_SEED)
+    pasted = [cutouts.paste(np.asarray(image), rng) for image in faces.images]
+    return MaskedCopies(np.concatenate([masks.images, np.stack([m for m, _ in pasted])]),
+                        np.concatenate([masks.occlusion, np.stack([o for _, o in pasted])]),
+                        np.concatenate([masks.mask_type, np.full(len(pasted), REAL_MASK)]))
+
+
+def save(out: Path, model, meer_cfg, optimizer, step: int, cfg: OcclusionConfig, best: dict) -> Path:
+    state = {"config": dataclasses.asdict(meer_cfg), "step": step, "stage": "occlusion-refiner",
+             "occlusion": dataclasses.asdict(cfg), "best": best, "versions": versions()}
+    return save_checkpoint(out, f"step_{step:08d}", flat_state({"model": model}),
+                           {"optimizer": optimizer.state_dict(), "step": step}, state, keep=2)
+
+
+def main() -> None:
+    cfg, out = start_run(__doc__, OcclusionConfig, "occlusion_config.json")
+
+    faces, val_faces, counts = training_faces(cfg)
+    log.info("faces: %s", counts)
+    val_faces = val_faces.subset(np.linspace(0, len(val_faces) - 1, cfg.val_faces).round().astype(int))
+    val_masks = render_test_masks(val_faces, MASK_SEED, ("surgical", "n95", "cloth"))
+    if cfg.val_cutouts:
+        val_masks = with_cutouts(val_faces, val_masks, cfg.val_cutouts)
+        val_faces = mix([dataclasses.replace(val_faces, masked=None)] * 2)
+
+    model, meer_cfg = refined_model(cfg)
+    refiner = model.occlusion_refiner
+    pool = build_pool(model, faces, cfg)
+    log.info("pool: %d masked faces, %d bare", len(pool["masked"]), int((pool["occlusion"].max((1, 2)) == 0).sum()))
+    log.info("occlusion refiner: %d weights", sum(p.numel() for p in refiner.parameters()))
+    optimizer = torch.optim.Adam(refiner.parameters(), lr=cfg.lr)
+    start, best = 0, {}
+    latest = latest_checkpoint(out)
+    if latest is not None:
+        refiner.load_state_dict(split_state(load_weights(latest), "model.occlusion_refiner"))
+        train_state = load_train_state(latest)
+        optimizer.load_state_dict(train_state["optimizer"])
+        start = int(train_state["step"])
+        best = json.loads((latest / "state.json").read_text()).get("best", {})
+        log.info("resumed from %s (step %d)", latest, start)
+    else:
+        metrics = {"step": 0, **validate(model, val_faces, val_masks, cfg.mask_types)}
+        append_metrics(out, metrics)  # the coarse map alone: the refiner starts at zero
+
+    sampler = iter(StepSampler(len(pool["masked"]), cfg.batch_size, seed=cfg.seed, start_step=start))
+    t0, seen_images = time.time(), 0
+    for step in range(start, cfg.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(cfg, step)
+        total, parts = losses(model, pool_batch(pool, next(sampler), faces.images.shape[1]), cfg)
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        seen_images += cfg.batch_size
+        done = step + 1
+        if done % cfg.log_every == 0:
+            log.info("step %d loss %.4f %s lr %.2e %.1f img/s", done, float(total.detach()),
+                     " ".join(f"{k} {v:.4f}" for k, v in parts.items()), lr_at(cfg, step),
+                     seen_images / (time.time() - t0))
+        if done % cfg.eval_every == 0 or done == cfg.steps:
+            metrics = {"step": done, **validate(model, val_faces, val_masks, cfg.mask_types),
+                       "train/loss": float(total.detach()), "images_per_s": seen_images / (time.time() - t0)}
+            append_metrics(out, metrics)
+            improved = metrics["val/seen/iou"] > best.get("val/seen/iou", -1.0)
+            if improved:
+                best = metrics
+            path = save(out, model, meer_cfg, optimizer, done, cfg, best)
+            if improved:
+                keep_best(out, path)
+
+
+if __name__ == "__main__":
+    main()
