@@ -92,6 +92,9 @@ class PretrainConfig:
     init_lr_scale: float = 1.0
     generator_arch: str = "gated"
     generator_width: int = 32
+    # the occlusion map the generator reads (model.generator_occlusion): "refined" needs a base
+    # model with an occlusion refiner (bench/train_occlusion.py)
+    generator_occlusion: str = "coarse"
     blend_dilate: int = 2
     blend_feather: int = 2
     lfw_cache: str = "data/lfw112"
@@ -215,11 +218,14 @@ class Restorer:
         model.generator = create_generator(cfg.generator_arch, model.backbone.channels[3],
                                            model.backbone.channels[:3], cfg.generator_width)
         model.blend_dilate, model.blend_feather = cfg.blend_dilate, cfg.blend_feather
+        if cfg.generator_occlusion == "refined" and model.occlusion_refiner is None:
+            raise ValueError(f"generator_occlusion: refined needs an occlusion refiner in {cfg.base_model}")
+        model.generator_occlusion = cfg.generator_occlusion
         self.model = model.eval().requires_grad_(False)
         model.generator.requires_grad_(True)
         self.meer_config = dataclasses.replace(meer_cfg, model=dataclasses.replace(
             meer_cfg.model, generator=True, generator_arch=cfg.generator_arch, generator_width=cfg.generator_width,
-            blend_dilate=cfg.blend_dilate, blend_feather=cfg.blend_feather))
+            blend_dilate=cfg.blend_dilate, blend_feather=cfg.blend_feather, generator_occlusion=cfg.generator_occlusion))
         self.cfg = cfg
 
     def restore(self, masked: torch.Tensor) -> Unmasked:
@@ -325,7 +331,10 @@ def main() -> None:
     val_faces = val_faces.subset(np.linspace(0, len(val_faces) - 1, cfg.val_faces).round().astype(int))
     val_masks = render_test_masks(val_faces, MASK_SEED, ("surgical", "n95", "cloth"))
 
-    restorer = Restorer(cfg)
+    try:
+        restorer = Restorer(cfg)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
     generator = restorer.model.generator
     log.info("generator %s width %d: %.2fM weights", cfg.generator_arch, cfg.generator_width,
              sum(p.numel() for p in generator.parameters()) / 1e6)

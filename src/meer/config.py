@@ -55,6 +55,8 @@ class ModelConfig:
     # a pixel-level refinement of the predicted occlusion (meer.models.occlusion), trained on
     # rendered masks by bench/train_occlusion.py with the rest of the model frozen
     occlusion_refiner: bool = False
+    # the occlusion map the generator reads: coarse (the decoupling module's, upsampled) | refined
+    generator_occlusion: str = "coarse"
     pretrained: str = ""  # "dlib" | "sface": start the backbone from that network's trained weights
     frozen_stages: int = 0  # the backbone's stem and first N of its 4 stages keep their weights (4: only its head trains)
     # fine-tuning: start every weight of the model from this checkpoint or release (e.g.
@@ -82,6 +84,8 @@ class ModelConfig:
             raise ValueError(f"model.frozen_stages must be in 0..4 (and 0 for dlib_resnet), got {self.frozen_stages}")
         if self.width <= 0:
             raise ValueError(f"model.width must be positive, got {self.width}")
+        if self.generator_occlusion not in ("coarse", "refined"):
+            raise ValueError(f"model.generator_occlusion must be coarse or refined, got {self.generator_occlusion!r}")
         if self.generator and not self.decouple:
             raise ValueError("model.generator needs model.decouple (it is gated by the predicted occlusion)")
 

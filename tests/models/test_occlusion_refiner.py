@@ -77,3 +77,20 @@ def test_the_refiner_learns_a_sharp_edge_the_coarse_map_blurs():
     with torch.no_grad():
         end = iou(refiner(images, coarse))
     assert start < 0.85 and end > 0.97, (start, end)
+
+
+def test_the_generator_reads_the_refined_map_when_told_to():
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    model = tiny_meer(occlusion_refiner=True, generator_occlusion="refined")
+    with torch.no_grad():
+        torch.nn.init.constant_(model.occlusion_refiner.out.bias, 6.0)
+        encoded = model(x)
+        sharp = model.occlusion_probability(encoded, 32, x)
+        expected = model.generator(encoded.identity, encoded.maps[:3], x, sharp)
+        torch.testing.assert_close(model.unmask(x).raw, expected)
+        coarse = model.generator(encoded.identity, encoded.maps[:3], x, model.occlusion_probability(encoded, 32))
+    assert not torch.allclose(expected, coarse)
+    with pytest.raises(ValueError, match="^generator_occlusion must be coarse or refined, got 'fine'$"):
+        tiny_meer(generator_occlusion="fine")
+    with pytest.raises(ValueError, match="^model.generator_occlusion must be coarse or refined, got 'fine'$"):
+        ModelConfig(generator_occlusion="fine")

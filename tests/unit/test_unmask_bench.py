@@ -194,3 +194,11 @@ def test_the_occlusion_losses_score_dice_on_masked_faces_only():
     bce = torch.nn.functional.binary_cross_entropy_with_logits(coarse, target)
     assert parts["bce"] == pytest.approx(float(bce), rel=1e-5)
     assert float(total) == pytest.approx(parts["bce"] + 0.5 * parts["dice"], rel=1e-5)
+
+
+def test_the_pretraining_can_feed_its_generator_the_refined_occlusion_and_records_it():
+    base = str(BENCH.parent / "src" / "meer" / "default_model")  # the release has an occlusion refiner
+    restorer = pretrain_generator.Restorer(pretrain_generator.PretrainConfig(base_model=base, generator_occlusion="refined"))
+    assert restorer.model.generator_occlusion == "refined" and restorer.meer_config.model.generator_occlusion == "refined"
+    assert not any(p.requires_grad for p in restorer.model.occlusion_refiner.parameters())  # only the generator learns
+    assert pretrain_generator.Restorer(pretrain_generator.PretrainConfig(base_model=base)).model.generator_occlusion == "coarse"

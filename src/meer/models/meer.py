@@ -63,6 +63,7 @@ class MEER(nn.Module):
         blend_dilate: int = 2,
         blend_feather: int = 2,
         occlusion_refiner: bool = False,
+        generator_occlusion: str = "coarse",
         pretrained: str = "",
     ) -> None:
         super().__init__()
@@ -70,6 +71,9 @@ class MEER(nn.Module):
             raise ValueError("the generator needs the decoupling module's occlusion map")
         if occlusion_refiner and not decouple:
             raise ValueError("the occlusion refiner needs the decoupling module's occlusion map")
+        if generator_occlusion not in ("coarse", "refined"):
+            raise ValueError(f"generator_occlusion must be coarse or refined, got {generator_occlusion!r}")
+        self.generator_occlusion = generator_occlusion
         self.input_size = input_size
         self.occlusion_threshold = occlusion_threshold
         self.blend_dilate, self.blend_feather = blend_dilate, blend_feather
@@ -132,7 +136,7 @@ class MEER(nn.Module):
         """Restore the face under the predicted mask; pixels outside it are the input's.
 
         The repainted region is the predicted occlusion (sharpened by the occlusion refiner where
-        the model has one; the generator reads the coarse map it learned with) above the threshold, grown by
+        the model has one; the generator reads the map named by ``generator_occlusion``) above the threshold, grown by
         ``blend_dilate`` pixels and feathered over ``2 * blend_feather`` pixels
         (:func:`meer.models.generator.blend_weights`); pixels beyond it are the input bit for bit.
         ``flip`` also restores the mirrored image and averages the two (occlusion and generated
@@ -142,20 +146,22 @@ class MEER(nn.Module):
             raise ValueError("this model was built without a generator")
         if encoded is None:
             encoded = self(images)
-        size = images.shape[-1]
-        raw = self.generator(encoded.identity, encoded.maps[:3], images, self.occlusion_probability(encoded, size))
-        occlusion = self.occlusion_probability(encoded, size, images)
+        raw, occlusion = self._restore(images, encoded)
         if flip:
             mirrored = torch.flip(images, dims=[3])
-            encoded_m = self(mirrored)
-            raw_m = self.generator(encoded_m.identity, encoded_m.maps[:3], mirrored,
-                                   self.occlusion_probability(encoded_m, size))
-            occlusion_m = self.occlusion_probability(encoded_m, size, mirrored)
+            raw_m, occlusion_m = self._restore(mirrored, self(mirrored))
             raw = (raw + torch.flip(raw_m, dims=[3])) / 2
             occlusion = (occlusion + torch.flip(occlusion_m, dims=[3])) / 2
         region = blend_weights((occlusion > self.occlusion_threshold).to(images.dtype), self.blend_dilate,
                                self.blend_feather)
         return Unmasked(raw, composite(raw, images, region), occlusion, region)
+
+    def _restore(self, images: torch.Tensor, encoded: Encoded) -> tuple[torch.Tensor, torch.Tensor]:
+        """The generator's raw output and the occlusion the composite follows (refined if it can be)."""
+        size = images.shape[-1]
+        occlusion = self.occlusion_probability(encoded, size, images)
+        read = occlusion if self.generator_occlusion == "refined" else self.occlusion_probability(encoded, size)
+        return self.generator(encoded.identity, encoded.maps[:3], images, read), occlusion
 
 
 def build_model(model_cfg) -> MEER:
