@@ -10,10 +10,14 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
 
-@pytest.fixture(scope="module")
-def model():
+@pytest.fixture(scope="module", params=["coarse map", "refined map"])
+def model(request):
     torch.manual_seed(0)
-    return MEER("iresnet18", width=0.125, input_size=32, embedding_dim=32, generator_width=8).eval()
+    model = MEER("iresnet18", width=0.125, input_size=32, embedding_dim=32, generator_width=8,
+                 occlusion_refiner=request.param == "refined map").eval()
+    if model.occlusion_refiner is not None:  # a refiner that corrects: its zero start would be the coarse map
+        torch.nn.init.normal_(model.occlusion_refiner.out.weight, std=0.5)
+    return model
 
 
 def test_embedding_network_matches_pytorch(model, tmp_path):
