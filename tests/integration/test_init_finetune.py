@@ -59,3 +59,12 @@ def test_real_photos_still_need_the_real_class_when_the_classifier_learns(tiny_c
     faces = dataclasses.replace(tiny_faces, masked=np.arange(len(tiny_faces)) % 4 == 0)
     with pytest.raises(ValueError, match="num_mask_types: 5"):
         Trainer(tiny_config(f"model.init={started_from}", *HEAD_ONLY[:1]), faces, progress=False)
+
+
+def test_no_training_stage_moves_the_occlusion_refiner(tiny_config, tiny_faces):
+    trainer = Trainer(tiny_config("model.occlusion_refiner=true", stages(1, 1, 1)), tiny_faces, progress=False)
+    refiner = trainer.nets.model.occlusion_refiner
+    before = {k: v.clone() for k, v in refiner.state_dict().items()}
+    trainer.fit(resume=False)
+    assert all(torch.equal(refiner.state_dict()[k], v) for k, v in before.items())
+    assert not any(p.requires_grad for p in refiner.parameters())

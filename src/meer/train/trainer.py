@@ -293,6 +293,9 @@ class Trainer:
             module.train(trainable)
             for param in module.parameters():
                 param.requires_grad_(trainable)
+        refiner = self.nets.model.occlusion_refiner
+        if refiner is not None:  # no stage trains it (bench/train_occlusion.py does); model.init brings its weights
+            refiner.eval().requires_grad_(False)
         backbone = self.nets.model.backbone
         features = getattr(backbone.head, "features", None)
         if features is not None:  # IResNet's fixed-scale BN never trains (as in arcface_torch)
