@@ -7,14 +7,15 @@ The decoupling module predicts the mask at stride 8, so the restored face keeps 
 and ear loops its coarse map misses, and loses skin it takes for mask. The refiner
 (:class:`meer.models.occlusion.OcclusionRefiner`) sharpens that map at full resolution. Every
 other weight of ``base_model`` is frozen, so its recogniser and generator stay as they are; the
-generator goes on reading the coarse map, only the composite follows the refined one.
+generator goes on reading the map it learned with (``model.generator_occlusion``), the composite
+follows the refined one.
 
 It learns on the generator pre-training's faces (``bench/pretrain_generator.py``: LFW outside
 the test folds and the validation identities, rmfrd-train's unmasked photos, meer's synthetic
 faces) with meer's masks of the kinds in ``mask_types``, some faces left bare: binary
 cross-entropy and soft Dice against the rendered region. The frozen recogniser is what costs
 (~35 img/s on two cores), so each face is masked ``passes`` times up front and its coarse map
-computed once; training then runs on that pool, mirrored at random. Every ``eval_every`` steps it is
+computed once; training then runs on that pool, each copy mirrored on every other pass over it. Every ``eval_every`` steps it is
 scored on the validation identities' faces with the benchmark's masks, trained and held-out
 kinds apart: IoU of the region above the threshold with the true one, the share of the true
 region it misses and of skin it adds, and the composite's PSNR / SSIM / boundary excess with
@@ -69,7 +70,7 @@ class OcclusionConfig:
     pairs: str = "../shared/data/lfw/pairs.txt"
     rmfrd_cache: str = "data/rmfrd-train112"  # its unmasked photos; "" for none
     synthetic_faces: int = 800
-    mask_types: list[str] = field(default_factory=lambda: ["surgical", "n95"])
+    mask_types: list[str] = field(default_factory=lambda: ["surgical", "n95", "cloth"])
     mask_prob: float = 0.9
     passes: int = 2  # masked copies of each face in the pool
     steps: int = 3000
