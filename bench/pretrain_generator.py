@@ -308,10 +308,29 @@ def make_optimizer(generator: torch.nn.Module, initial: dict[str, torch.Tensor],
 
 
 def save(out: Path, restorer: Restorer, optimizer, step: int, cfg: PretrainConfig, best: dict) -> Path:
-    state = {"config": dataclasses.asdict(restorer.meer_config), "step": step, "stage": "generator-pretrain",
-             "pretrain": dataclasses.asdict(cfg), "best": best, "versions": versions()}
-    return save_checkpoint(out, f"step_{step:08d}", flat_state({"model": restorer.model}),
+    return save_step(out, restorer.model, restorer.meer_config, optimizer, step, best,
+                     {"stage": "generator-pretrain", "pretrain": dataclasses.asdict(cfg)})
+
+
+def save_step(out: Path, model, meer_config, optimizer, step: int, best: dict, extra: dict) -> Path:
+    """A meer checkpoint of ``model`` at ``step`` in run folder ``out`` (the last two kept), with
+    the optimiser state, the best validation metrics so far and ``extra`` in its state."""
+    state = {"config": dataclasses.asdict(meer_config), "step": step, **extra, "best": best, "versions": versions()}
+    return save_checkpoint(out, f"step_{step:08d}", flat_state({"model": model}),
                            {"optimizer": optimizer.state_dict(), "step": step}, state, keep=2)
+
+
+def resume(out: Path, module: torch.nn.Module, prefix: str, optimizer) -> tuple[int, dict] | None:
+    """Load the latest checkpoint of run folder ``out`` into ``module`` (its tensors under
+    ``prefix``) and ``optimizer``: returns its step and best metrics, or None if there is none."""
+    latest = latest_checkpoint(out)
+    if latest is None:
+        return None
+    module.load_state_dict(split_state(load_weights(latest), prefix))
+    train_state = load_train_state(latest)
+    optimizer.load_state_dict(train_state["optimizer"])
+    log.info("resumed from %s (step %d)", latest, int(train_state["step"]))
+    return int(train_state["step"]), json.loads((latest / "state.json").read_text()).get("best", {})
 
 
 def keep_best(out: Path, checkpoint: Path) -> None:
@@ -340,16 +359,9 @@ def main() -> None:
              sum(p.numel() for p in generator.parameters()) / 1e6)
     initial = split_state(load_weights(cfg.init_generator), "model.generator") if cfg.init_generator else {}
     optimizer = make_optimizer(generator, initial, cfg)  # its groups follow `initial`, on a resumed run too
-    start, best = 0, {}
-    latest = latest_checkpoint(out)
-    if latest is not None:
-        generator.load_state_dict(split_state(load_weights(latest), "model.generator"))
-        train_state = load_train_state(latest)
-        optimizer.load_state_dict(train_state["optimizer"])
-        start = int(train_state["step"])
-        best = json.loads((latest / "state.json").read_text()).get("best", {})
-        log.info("resumed from %s (step %d)", latest, start)
-    elif cfg.init_generator:
+    resumed = resume(out, generator, "model.generator", optimizer)
+    start, best = resumed or (0, {})
+    if resumed is None and cfg.init_generator:
         try:
             new = warm_start(generator, initial)
         except ValueError as err:

@@ -30,17 +30,23 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; see meer.cli.main
 
 import dataclasses
-import json
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from lfw_benchmark import MASK_SEED
-from pretrain_generator import append_metrics, keep_best, lr_at, start_run, training_faces
+from pretrain_generator import (
+    append_metrics,
+    keep_best,
+    lr_at,
+    resume,
+    save_step,
+    start_run,
+    training_faces,
+)
 
 from meer.data.cutouts import MaskCutouts
 from meer.data.dataset import MaskedFaces, StepSampler, mask_renderer, to_tensor, to_uint8
@@ -48,17 +54,8 @@ from meer.data.faceset import mix
 from meer.data.masks import MASK_TYPES, REAL_MASK
 from meer.eval.masked_copies import MaskedCopies, render_test_masks
 from meer.eval.synthesis import boundary_excess, region_psnr, region_ssim
-from meer.inference.checkpoint import (
-    flat_state,
-    latest_checkpoint,
-    load_model,
-    load_train_state,
-    load_weights,
-    save_checkpoint,
-    split_state,
-)
+from meer.inference.checkpoint import load_model
 from meer.models.occlusion import OcclusionRefiner
-from meer.train.trainer import versions
 
 log = logging.getLogger("train_occlusion")
 
@@ -182,13 +179,6 @@ def with_cutouts(faces, masks: MaskedCopies, path: str) -> MaskedCopies:
                         np.concatenate([masks.mask_type, np.full(len(pasted), REAL_MASK)]))
 
 
-def save(out: Path, model, meer_cfg, optimizer, step: int, cfg: OcclusionConfig, best: dict) -> Path:
-    state = {"config": dataclasses.asdict(meer_cfg), "step": step, "stage": "occlusion-refiner",
-             "occlusion": dataclasses.asdict(cfg), "best": best, "versions": versions()}
-    return save_checkpoint(out, f"step_{step:08d}", flat_state({"model": model}),
-                           {"optimizer": optimizer.state_dict(), "step": step}, state, keep=2)
-
-
 def main() -> None:
     cfg, out = start_run(__doc__, OcclusionConfig, "occlusion_config.json")
 
@@ -206,16 +196,9 @@ def main() -> None:
     log.info("pool: %d masked faces, %d bare", len(pool["masked"]), int((pool["occlusion"].max((1, 2)) == 0).sum()))
     log.info("occlusion refiner: %d weights", sum(p.numel() for p in refiner.parameters()))
     optimizer = torch.optim.Adam(refiner.parameters(), lr=cfg.lr)
-    start, best = 0, {}
-    latest = latest_checkpoint(out)
-    if latest is not None:
-        refiner.load_state_dict(split_state(load_weights(latest), "model.occlusion_refiner"))
-        train_state = load_train_state(latest)
-        optimizer.load_state_dict(train_state["optimizer"])
-        start = int(train_state["step"])
-        best = json.loads((latest / "state.json").read_text()).get("best", {})
-        log.info("resumed from %s (step %d)", latest, start)
-    else:
+    resumed = resume(out, refiner, "model.occlusion_refiner", optimizer)
+    start, best = resumed or (0, {})
+    if resumed is None:
         metrics = {"step": 0, **validate(model, val_faces, val_masks, cfg.mask_types)}
         append_metrics(out, metrics)  # the coarse map alone: the refiner starts at zero
 
@@ -241,7 +224,8 @@ def main() -> None:
             improved = metrics["val/seen/iou"] > best.get("val/seen/iou", -1.0)
             if improved:
                 best = metrics
-            path = save(out, model, meer_cfg, optimizer, done, cfg, best)
+            path = save_step(out, model, meer_cfg, optimizer, done, best,
+                             {"stage": "occlusion-refiner", "occlusion": dataclasses.asdict(cfg)})
             if improved:
                 keep_best(out, path)
 
