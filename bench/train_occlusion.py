@@ -76,6 +76,7 @@ class OcclusionConfig:
     init_step: int = 0  # lr_at's warm-up starts here
     warmup_steps: int = 50
     min_lr_ratio: float = 0.05
+    cosine_start: int = 0  # lr_at's cosine starts here
     bce: float = 1.0
     dice: float = 1.0
     val_faces: int = 96

@@ -42,6 +42,13 @@ def test_a_warm_started_run_warms_up_again_then_rejoins_the_cosine():
         assert pretrain_generator.lr_at(warm, step) == pytest.approx(pretrain_generator.lr_at(fresh, step))
 
 
+def test_a_later_cosine_start_holds_the_rate_until_then_and_still_ends_at_the_floor():
+    cfg = pretrain_generator.PretrainConfig(lr=1.0, warmup_steps=10, steps=110, min_lr_ratio=0.1, cosine_start=50)
+    lr = [pretrain_generator.lr_at(cfg, step) for step in range(120)]
+    assert lr[10] == lr[60] == pytest.approx(1.0) and lr[85] == pytest.approx(0.55)
+    assert lr[110] == pytest.approx(0.1) and all(a >= b for a, b in zip(lr[10:], lr[11:]))
+
+
 def test_squared_error_enters_the_loss_only_when_weighted():
     repo = BENCH.parent
     cfg = pretrain_generator.PretrainConfig(base_model=str(repo / "src" / "meer" / "default_model"), pix=0.0, mse=1.0)
