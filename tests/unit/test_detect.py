@@ -129,6 +129,14 @@ def test_yunet_runs_the_int8_file_and_finds_nothing_on_a_blank_image():
         detector.detect(np.zeros((50, 50), np.uint8))
 
 
+@needs_yunet
+def test_creating_yunet_prints_no_opencv_warning_and_keeps_opencv_log_level(capfd):
+    level = cv2.utils.logging.getLogLevel()
+    create_detector("yunet")
+    assert "WARN" not in capfd.readouterr().err
+    assert cv2.utils.logging.getLogLevel() == level
+
+
 @pytest.mark.parametrize("backend", [pytest.param("mtcnn", marks=needs_mtcnn), pytest.param("yunet", marks=needs_yunet)])
 @pytest.mark.data
 def test_detectors_find_the_lfw_face_with_landmarks_in_meer_order(shared_data, backend):

