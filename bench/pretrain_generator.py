@@ -109,8 +109,8 @@ class PretrainConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
     warmup_steps: int = 100
     min_lr_ratio: float = 0.05  # cosine decay to this share of lr at ``steps``
-    # the cosine starts here (after the warm-up): 0 for the whole run; a later step gives a run at a
-    # constant rate (min_lr_ratio 1) a decaying tail when it is resumed with this and a new ``steps``
+    # the cosine starts ``warmup_steps`` after this step: 0 for the whole run; a later step gives a run
+    # at a constant rate (min_lr_ratio 1) a decaying tail when it is resumed with this and a new ``steps``
     cosine_start: int = 0
     grad_clip: float = 5.0
     pix: float = 1.0
@@ -286,8 +286,8 @@ def validate(restorer: Restorer, faces, masks, trained: list[str]) -> dict[str, 
 
 
 def lr_at(cfg: PretrainConfig, step: int) -> float:
-    """Linear warm-up over ``warmup_steps`` from ``init_step``, cosine from ``cosine_start`` (after the
-    warm-up) to ``min_lr_ratio`` at ``steps``."""
+    """Linear warm-up over ``warmup_steps`` from ``init_step``; cosine from ``cosine_start +
+    warmup_steps`` to ``min_lr_ratio`` at ``steps``."""
     start = cfg.cosine_start + cfg.warmup_steps
     t = min(1.0, max(0, step - start) / max(1, cfg.steps - start))
     cosine = cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
