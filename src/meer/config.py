@@ -86,6 +86,8 @@ class ModelConfig:
             raise ValueError(f"model.width must be positive, got {self.width}")
         if self.generator_occlusion not in ("coarse", "refined"):
             raise ValueError(f"model.generator_occlusion must be coarse or refined, got {self.generator_occlusion!r}")
+        if self.generator_occlusion == "refined" and not self.occlusion_refiner:
+            raise ValueError("model.generator_occlusion refined needs model.occlusion_refiner: true")
         if self.generator and not self.decouple:
             raise ValueError("model.generator needs model.decouple (it is gated by the predicted occlusion)")
 

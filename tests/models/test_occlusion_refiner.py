@@ -94,3 +94,26 @@ def test_the_generator_reads_the_refined_map_when_told_to():
         tiny_meer(generator_occlusion="fine")
     with pytest.raises(ValueError, match="^model.generator_occlusion must be coarse or refined, got 'fine'$"):
         ModelConfig(generator_occlusion="fine")
+
+
+def test_the_refined_map_needs_a_refiner():
+    # no silent fall-back to the coarse map: the generator would read what it never learned with
+    with pytest.raises(ValueError, match=r"^generator_occlusion refined needs the occlusion refiner \(occlusion_refiner=True\)$"):
+        tiny_meer(generator_occlusion="refined")
+    with pytest.raises(ValueError, match="^model.generator_occlusion refined needs model.occlusion_refiner: true$"):
+        ModelConfig(generator_occlusion="refined")
+    assert ModelConfig(generator_occlusion="refined", occlusion_refiner=True).generator_occlusion == "refined"
+
+
+def test_a_refiner_model_whose_generator_reads_the_coarse_map():
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    model = tiny_meer(occlusion_refiner=True)
+    with torch.no_grad():
+        torch.nn.init.constant_(model.occlusion_refiner.out.bias, 6.0)
+        encoded = model(x)
+        coarse = model.occlusion_probability(encoded, 32)
+        unmasked = model.unmask(x, encoded)
+        torch.testing.assert_close(unmasked.raw, model.generator(encoded.identity, encoded.maps[:3], x, coarse))
+        # the composite still follows the refined map
+        torch.testing.assert_close(unmasked.occlusion, model.occlusion_probability(encoded, 32, x))
+    assert not torch.allclose(unmasked.occlusion, coarse)

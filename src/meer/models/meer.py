@@ -73,6 +73,8 @@ class MEER(nn.Module):
             raise ValueError("the occlusion refiner needs the decoupling module's occlusion map")
         if generator_occlusion not in ("coarse", "refined"):
             raise ValueError(f"generator_occlusion must be coarse or refined, got {generator_occlusion!r}")
+        if generator_occlusion == "refined" and not occlusion_refiner:
+            raise ValueError("generator_occlusion refined needs the occlusion refiner (occlusion_refiner=True)")
         self.generator_occlusion = generator_occlusion
         self.input_size = input_size
         self.occlusion_threshold = occlusion_threshold
@@ -125,12 +127,16 @@ class MEER(nn.Module):
     def occlusion_probability(self, encoded: Encoded, size: int, images: torch.Tensor | None = None) -> torch.Tensor:
         """Predicted occlusion upsampled to ``[B, 1, size, size]``; given the ``images`` that were
         encoded, sharpened by the occlusion refiner where the model has one."""
-        if encoded.decoupled is None:
-            raise ValueError("this model has no decoupling module, so it predicts no occlusion")
-        logits = F.interpolate(encoded.decoupled.occlusion_logits, size=(size, size), mode="bilinear", align_corners=False)
+        logits = self._coarse_logits(encoded, size)
         if self.occlusion_refiner is not None and images is not None:
             logits = self.occlusion_refiner(images, logits)
         return torch.sigmoid(logits)
+
+    def _coarse_logits(self, encoded: Encoded, size: int) -> torch.Tensor:
+        """The decoupling module's occlusion logits upsampled to ``[B, 1, size, size]``."""
+        if encoded.decoupled is None:
+            raise ValueError("this model has no decoupling module, so it predicts no occlusion")
+        return F.interpolate(encoded.decoupled.occlusion_logits, size=(size, size), mode="bilinear", align_corners=False)
 
     def unmask(self, images: torch.Tensor, encoded: Encoded | None = None, flip: bool = False) -> Unmasked:
         """Restore the face under the predicted mask; pixels outside it are the input's.
@@ -158,9 +164,12 @@ class MEER(nn.Module):
 
     def _restore(self, images: torch.Tensor, encoded: Encoded) -> tuple[torch.Tensor, torch.Tensor]:
         """The generator's raw output and the occlusion the composite follows (refined if it can be)."""
-        size = images.shape[-1]
-        occlusion = self.occlusion_probability(encoded, size, images)
-        read = occlusion if self.generator_occlusion == "refined" else self.occlusion_probability(encoded, size)
+        coarse = self._coarse_logits(encoded, images.shape[-1])
+        if self.occlusion_refiner is None:
+            occlusion = read = torch.sigmoid(coarse)
+        else:
+            occlusion = torch.sigmoid(self.occlusion_refiner(images, coarse))
+            read = occlusion if self.generator_occlusion == "refined" else torch.sigmoid(coarse)
         return self.generator(encoded.identity, encoded.maps[:3], images, read), occlusion
 
 
