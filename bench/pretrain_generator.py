@@ -7,7 +7,8 @@ Restoring a face needs no identity labels, so the generator learns from every fa
 test data: the LFW photos of people in no pair of View-2 folds 6-10 (minus the benchmark's 120
 validation identities, which measure it), rmfrd-train's unmasked photos and meer's synthetic
 faces, each with one of meer's masks drawn on the fly (the kinds in ``mask_types``; leave one
-out to test on it). The recogniser (backbone and mask decoupling module of ``base_model``) is
+out to test on it) or, with ``real_masks``, one of the real masks ``meer cutouts`` cut out of
+photos (rmfrd-train's: the colours, prints and folds no drawn mask has). The recogniser (backbone and mask decoupling module of ``base_model``) is
 frozen: it gives the identity part and skips the generator reads, the predicted occlusion it
 repaints, and judges the result:
 
@@ -56,6 +57,7 @@ from lfw_benchmark import MASK_SEED, lfw_split
 
 from meer.config import build, deep_merge, parse_override
 from meer.data.cache import FaceCache
+from meer.data.cutouts import MaskCutouts
 from meer.data.dataset import MaskedFaces, StepSampler, mask_renderer, to_tensor, to_uint8
 from meer.data.faceset import mix
 from meer.data.masks import MASK_TYPES
@@ -103,6 +105,10 @@ class PretrainConfig:
     synthetic_faces: int = 800  # meer's synthetic faces (8 a person); 0 for none
     mask_types: list[str] = field(default_factory=lambda: ["surgical", "n95"])
     mask_prob: float = 0.9
+    # real masks cut out of photos (``meer cutouts``; data.real_masks of a meer config): this share
+    # of the masked faces wears one of them instead of a drawn mask. "" for none
+    real_masks: str = ""
+    real_mask_share: float = 0.0
     steps: int = 20000
     batch_size: int = 16
     lr: float = 1e-3
@@ -375,7 +381,15 @@ def main() -> None:
         log.info("generator from %s, going on from step %d; %d new tensors", cfg.init_generator, start, len(new))
     generator.train()
 
-    dataset = MaskedFaces(faces, mask_renderer(cfg.mask_types), cfg.mask_prob, hflip=True, seed=cfg.seed)
+    try:
+        cutouts = MaskCutouts.load(cfg.real_masks) if cfg.real_masks else None
+        dataset = MaskedFaces(faces, mask_renderer(cfg.mask_types), cfg.mask_prob, hflip=True, seed=cfg.seed,
+                              cutouts=cutouts, cutout_share=cfg.real_mask_share)
+    except (ValueError, OSError) as err:
+        raise SystemExit(f"error: {err}") from None
+    if cutouts is not None:
+        log.info("real masks: %d cut-outs from %s on %.0f%% of the masked faces", len(cutouts), cfg.real_masks,
+                 100 * cfg.real_mask_share)
     sampler = StepSampler(len(dataset), cfg.batch_size, seed=cfg.seed, start_step=start)
     loader = iter(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=1,
                                               persistent_workers=True))

@@ -27,7 +27,9 @@ band of +-3 px along the true region's edge: seams, colour jumps, leftover mask 
 grey levels per pixel); identity similarity of the restored face to the clean one, judged by raw
 SFace (a network that never learned masks, not the model's own embedding), and its gain over the
 masked face's similarity. A mask kind a model never trained on is the honest test of it; say
-which with ``--held-out`` (marked in the table). Prints a table and writes ``metrics.json``;
+which with ``--held-out`` (marked in the table). With ``--real-masks`` every face wears a real
+mask instead, cut out of a photo by ``meer cutouts`` (kind ``real``): rmfrd-dev's masks were never
+trained on by any meer model, rmfrd-train's are training data (for validation runs). Prints a table and writes ``metrics.json``;
 ``--grid`` writes 16 faces (masked / predicted occlusion / Telea / restored / clean).
 """
 
@@ -47,7 +49,7 @@ import numpy as np
 from lfw_benchmark import MASK_SEED, lfw_split
 
 from meer.data.cache import FaceCache
-from meer.data.masks import MASK_TYPES
+from meer.data.masks import MASK_CLASSES
 from meer.eval.report import image_grid, markdown_table, write_metrics_json
 from meer.eval.synthesis import boundary_excess, region_psnr, region_ssim, telea_inpaint
 
@@ -79,7 +81,7 @@ def summarise(name: str, per_face: dict[str, np.ndarray], masked_id: np.ndarray,
               held_out: set[str]) -> list[dict]:
     """Table rows: all faces, then each mask kind (a held-out kind marked)."""
     groups = [("all", np.ones(len(kinds), bool))]
-    groups += [(k + (" (held out)" if k in held_out else ""), kinds == MASK_TYPES.index(k)) for k in KINDS]
+    groups += [(k + (" (held out)" if k in held_out else ""), kinds == MASK_CLASSES.index(k)) for k in (*KINDS, "real")]
     rows = []
     for label, keep in groups:
         if not keep.any():
@@ -114,6 +116,8 @@ def main() -> None:
                              "into the true region (only faces whose person has another photo)")
     parser.add_argument("--limit", type=int, default=0, help="only this many faces, spread evenly (0: all)")
     parser.add_argument("--held-out", default="", help="comma-separated mask kinds the models never trained on")
+    parser.add_argument("--real-masks", metavar="CUTOUTS",
+                        help="every face wears one of these real masks (`meer cutouts` output) instead of meer's")
     parser.add_argument("--val-identities", type=int, default=120)
     parser.add_argument("--seed", type=int, default=0, help="the benchmark's split seed")
     parser.add_argument("--out", default="runs/unmask-quality", help="folder for metrics.json")
@@ -135,7 +139,8 @@ def main() -> None:
 
     import torch
 
-    from meer.eval.masked_copies import render_test_masks
+    from meer.data.cutouts import MaskCutouts
+    from meer.eval.masked_copies import paste_real_masks, render_test_masks
     from meer.inference.batched import embed_images, unmask_images
     from meer.inference.checkpoint import load_model
 
@@ -150,7 +155,13 @@ def main() -> None:
         chosen, same, other = chosen[same >= 0], same[same >= 0], other[same >= 0]
     faces = protocol.faces.subset(chosen)
     clean = np.asarray(faces.images)
-    masked = render_test_masks(faces, MASK_SEED, KINDS)
+    if args.real_masks:
+        try:
+            masked = paste_real_masks(faces, MaskCutouts.load(args.real_masks), MASK_SEED)
+        except (ValueError, OSError) as err:
+            parser.error(f"--real-masks: {err}")
+    else:
+        masked = render_test_masks(faces, MASK_SEED, KINDS)
     region = masked.occlusion
     print(f"{args.split}: {len(faces)} of {len(protocol.faces)} faces; masks {dict(zip(*np.unique(masked.mask_type, return_counts=True)))}",
           flush=True)
@@ -255,7 +266,7 @@ def write_grid(path: Path, masked, clean: np.ndarray, outputs: dict[str, np.ndar
     for i in picked:
         row = [masked.images[i]] + ([first_occlusion[i]] if first_occlusion is not None else [])
         grid.append(row + [outputs[n][i] for n in systems] + [clean[i]])
-    image_grid(grid, path, row_labels=[MASK_TYPES[t] for t in masked.mask_type[picked]], col_labels=labels)
+    image_grid(grid, path, row_labels=[MASK_CLASSES[t] for t in masked.mask_type[picked]], col_labels=labels)
 
 
 if __name__ == "__main__":

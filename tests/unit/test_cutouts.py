@@ -161,3 +161,23 @@ def test_the_share_of_pasted_masks_is_a_fraction():
 
     with pytest.raises(ValueError, match="real_mask_share"):
         DataConfig(real_mask_share=1.5)
+
+
+def test_test_faces_wear_the_same_real_mask_on_every_run():
+    from meer.data.masks import MASK_CLASSES
+    from meer.eval.masked_copies import paste_real_masks
+
+    faces = SyntheticFaces(2, 3, S, seed=0).generate()
+    alpha = np.zeros((3, S, S), np.uint8)
+    for i, top in enumerate((20, 26, 32)):  # three cut-outs of different heights
+        alpha[i, top:, 8:40] = 255
+    cutouts = MaskCutouts(np.full((3, S, S, 3), 30, np.uint8), alpha)
+    first, again = paste_real_masks(faces, cutouts, seed=7), paste_real_masks(faces, cutouts, seed=7)
+    np.testing.assert_array_equal(first.images, again.images)
+    assert (first.mask_type == MASK_CLASSES.index("real")).all()
+    tops = {int(np.flatnonzero(o.any(1))[0]) for o in first.occlusion}
+    assert tops <= {20, 26, 32} and len(tops) > 1  # drawn per face, not one for all
+    for image, occlusion, clean in zip(first.images, first.occlusion, np.asarray(faces.images)):
+        np.testing.assert_array_equal(image[occlusion == 0], clean[occlusion == 0])
+        assert (image[occlusion == 1] != clean[occlusion == 1]).any()
+    assert not np.array_equal(paste_real_masks(faces, cutouts, seed=8).occlusion, first.occlusion)

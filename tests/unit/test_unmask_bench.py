@@ -20,6 +20,9 @@ def test_pretrain_config_loads_with_overrides_and_rejects_unknown_keys():
     cfg = pretrain_generator.load_pretrain_config(path, ["steps=40", "mask_types=[surgical]"])
     assert cfg.steps == 40 and cfg.mask_types == ["surgical"] and cfg.generator_arch == "gated"
     assert "cloth" not in pretrain_generator.load_pretrain_config(path, []).mask_types  # held out
+    real = pretrain_generator.load_pretrain_config(path, ["real_masks=cut.safetensors", "real_mask_share=0.5"])
+    assert (real.real_masks, real.real_mask_share) == ("cut.safetensors", 0.5)
+    assert pretrain_generator.load_pretrain_config(path, []).real_masks == ""  # drawn masks only by default
     with pytest.raises(ValueError, match="unknown config key stepz"):
         pretrain_generator.load_pretrain_config(path, ["stepz=3"])
 
@@ -74,6 +77,9 @@ def test_table_groups_by_mask_kind_and_marks_the_held_out_one():
     assert rows[0]["psnr"] == 27.5 and rows[1]["psnr"] == 15.0 and rows[2]["faces"] == 2
     assert rows[1]["id_gain"] == pytest.approx(0.1) and rows[2]["id_gain"] == pytest.approx(0.2)
     assert list(unmask_quality.grid_faces(np.array([0, 1, 0, 2, 3, 0]), 2)) == [1, 4]
+    real = unmask_quality.summarise("m", per_face, np.array([0.5, 0.5, 0.8, 0.6]), np.array([4, 4, 1, 1]), set())
+    assert [(r["masks"], r["faces"], r["psnr"]) for r in real] == [("all", 4, 27.5), ("surgical", 2, 40.0),
+                                                                    ("real", 2, 15.0)]
 
 
 def test_blurred_truth_blurs_the_clean_face_inside_the_region_and_keeps_the_masked_one_outside():
