@@ -8,9 +8,9 @@ test data: the LFW photos of people in no pair of View-2 folds 6-10 (minus the b
 validation identities, which measure it), rmfrd-train's unmasked photos and meer's synthetic
 faces, each with one of meer's masks drawn on the fly (the kinds in ``mask_types``; leave one
 out to test on it) or, with ``real_masks``, one of the real masks ``meer cutouts`` cut out of
-photos (rmfrd-train's: the colours, prints and folds no drawn mask has). The recogniser (backbone and mask decoupling module of ``base_model``) is
-frozen: it gives the identity part and skips the generator reads, the predicted occlusion it
-repaints, and judges the result:
+photos (rmfrd-train's: the colours, prints and folds no drawn mask has). The recogniser
+(backbone and mask decoupling module of ``base_model``) is frozen: it gives the identity part
+and skips the generator reads, the predicted occlusion it repaints, and judges the result:
 
 - ``pix``: L1 of the composite to the clean face (``pix_inside`` more inside the true mask), and
   ``pix_raw``: L1 of the raw output on the true mask grown by 4 px, so the generator paints all

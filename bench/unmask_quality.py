@@ -28,9 +28,10 @@ grey levels per pixel); identity similarity of the restored face to the clean on
 SFace (a network that never learned masks, not the model's own embedding), and its gain over the
 masked face's similarity. A mask kind a model never trained on is the honest test of it; say
 which with ``--held-out`` (marked in the table). With ``--real-masks`` every face wears a real
-mask instead, cut out of a photo by ``meer cutouts`` (kind ``real``): rmfrd-dev's masks were never
-trained on by any meer model, rmfrd-train's are training data (for validation runs). Prints a table and writes ``metrics.json``;
-``--grid`` writes 16 faces (masked / predicted occlusion / Telea / restored / clean).
+mask instead, cut out of a photo by ``meer cutouts`` (kind ``real``): rmfrd-dev's masks were
+never trained on by any meer model, rmfrd-train's are training data (for validation runs).
+Prints a table and writes ``metrics.json``; ``--grid`` writes 16 faces (masked / predicted
+occlusion / Telea / restored / clean).
 """
 
 from __future__ import annotations
