@@ -12,7 +12,8 @@ follows the refined one.
 
 It learns on the generator pre-training's faces (``bench/pretrain_generator.py``: LFW outside
 the test folds and the validation identities, rmfrd-train's unmasked photos, meer's synthetic
-faces) with meer's masks of the kinds in ``mask_types``, some faces left bare: binary
+faces) with meer's masks of the kinds in ``mask_types`` (and, with ``real_masks``, a share of
+real masks cut out of photos by ``meer cutouts``), some faces left bare: binary
 cross-entropy and soft Dice against the rendered region. The frozen recogniser is what costs
 (~35 img/s on two cores), so each face is masked ``passes`` times up front and its coarse map
 computed once; training then runs on that pool, each copy mirrored on every other pass over it. Every ``eval_every`` steps it is
@@ -83,6 +84,10 @@ class OcclusionConfig:
     # masks cut out of real masked photos (``meer cutouts``) pasted on the validation faces as a
     # further test: real fabrics and shapes no renderer drew; "" for none
     val_cutouts: str = ""
+    # masks cut out of real masked photos (``meer cutouts``) in the training pool: this share of the
+    # masked faces wears one instead of a drawn mask (its region is the cut-out's, exactly); "" for none
+    real_masks: str = ""
+    real_mask_share: float = 0.0
     eval_every: int = 250
     log_every: int = 25
     seed: int = 0
@@ -100,10 +105,12 @@ def refined_model(cfg: OcclusionConfig):
 
 
 @torch.no_grad()
-def build_pool(model, faces, cfg: OcclusionConfig) -> dict[str, np.ndarray]:
-    """Each face masked ``passes`` times (keys ``pass * n + i`` of :class:`MaskedFaces`), with the
-    frozen model's coarse occlusion logits: uint8 masked faces and regions, float16 logits."""
-    dataset = MaskedFaces(faces, mask_renderer(cfg.mask_types), cfg.mask_prob, hflip=True, seed=cfg.seed)
+def build_pool(model, faces, cfg: OcclusionConfig, cutouts: MaskCutouts | None = None) -> dict[str, np.ndarray]:
+    """Each face masked ``passes`` times (keys ``pass * n + i`` of :class:`MaskedFaces`; a
+    ``real_mask_share`` of the masks pasted from ``cutouts``), with the frozen model's coarse
+    occlusion logits: uint8 masked faces and regions, float16 logits."""
+    dataset = MaskedFaces(faces, mask_renderer(cfg.mask_types), cfg.mask_prob, hflip=True, seed=cfg.seed,
+                          cutouts=cutouts, cutout_share=cfg.real_mask_share)
     keys = range(cfg.passes * len(faces))
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, keys), batch_size=64, num_workers=1)
     pool = {"masked": [], "occlusion": [], "coarse": []}
@@ -193,7 +200,10 @@ def main() -> None:
 
     model, meer_cfg = refined_model(cfg)
     refiner = model.occlusion_refiner
-    pool = build_pool(model, faces, cfg)
+    try:
+        pool = build_pool(model, faces, cfg, MaskCutouts.load(cfg.real_masks) if cfg.real_masks else None)
+    except (ValueError, OSError) as err:
+        raise SystemExit(f"error: {err}") from None
     log.info("pool: %d masked faces, %d bare", len(pool["masked"]), int((pool["occlusion"].max((1, 2)) == 0).sum()))
     log.info("occlusion refiner: %d weights", sum(p.numel() for p in refiner.parameters()))
     optimizer = torch.optim.Adam(refiner.parameters(), lr=cfg.lr)

@@ -1,6 +1,7 @@
 """The pure pieces of issue 15's bench scripts: the pre-training's config, schedule and edge loss, and the
 unmasking table's grouping by mask kind."""
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -184,6 +185,29 @@ def test_the_occlusion_pool_mirrors_face_region_and_coarse_map_together_and_alte
         for name in batch:
             torch.testing.assert_close(batch[name][second], batch[name][first].flip(-1))
     assert not torch.equal(batch["masked"][1], torch.from_numpy(pool["masked"][1]).permute(2, 0, 1).float() / 127.5 - 1)
+
+
+def test_the_occlusion_pool_can_paste_real_masks_with_their_exact_region():
+    import train_occlusion
+
+    from meer.data.cutouts import MaskCutouts
+    from meer.data.synthetic import SyntheticFaces
+
+    faces = SyntheticFaces(2, 2, 32, seed=0).generate()
+    alpha = np.zeros((1, 32, 32), np.uint8)
+    alpha[0, 18:, 6:26] = 255  # symmetric: a mirrored paste covers the same pixels
+    cutouts = MaskCutouts(np.full((1, 32, 32, 3), (0, 200, 0), np.uint8), alpha)
+
+    class Frozen:  # the frozen model: only its coarse map is read
+        def __call__(self, x):
+            return type("Encoded", (), {"decoupled": type("D", (), {"occlusion_logits": torch.zeros(len(x), 1, 4, 4)})})
+
+    cfg = train_occlusion.OcclusionConfig(mask_types=["surgical"], mask_prob=1.0, passes=1)
+    real = train_occlusion.build_pool(Frozen(), faces, dataclasses.replace(cfg, real_mask_share=1.0), cutouts)
+    assert (real["occlusion"] == (alpha[0] >= 128)).all() and real["coarse"].shape == (4, 4, 4)
+    assert (real["masked"][:, 20:, 8:24, 1] > real["masked"][:, 20:, 8:24, 0] + 100).all()  # the green cut-out
+    drawn = train_occlusion.build_pool(Frozen(), faces, cfg, cutouts)  # share 0: meer's masks
+    assert not (drawn["occlusion"] == (alpha[0] >= 128)).all(axis=(1, 2)).any()
 
 
 def test_the_occlusion_losses_score_dice_on_masked_faces_only():
