@@ -64,6 +64,7 @@ log = logging.getLogger("train_occlusion")
 @dataclass
 class OcclusionConfig:
     base_model: str = "src/meer/default_model"  # frozen: recogniser, decoupling module, generator
+    fresh_refiner: bool = True  # false: go on training base_model's own refiner
     lfw_cache: str = "data/lfw112"
     pairs: str = "../shared/data/lfw/pairs.txt"
     rmfrd_cache: str = "data/rmfrd-train112"  # its unmasked photos; "" for none
@@ -95,9 +96,13 @@ class OcclusionConfig:
 
 
 def refined_model(cfg: OcclusionConfig):
-    """The base model with a fresh refiner; only the refiner trains. Returns it and its meer config."""
+    """The base model with a fresh refiner (or its own, with ``fresh_refiner`` false); only the
+    refiner trains. Returns it and its meer config."""
     model, meer_cfg, _ = load_model(cfg.base_model)
-    model.occlusion_refiner = OcclusionRefiner()
+    if cfg.fresh_refiner:
+        model.occlusion_refiner = OcclusionRefiner()
+    elif model.occlusion_refiner is None:
+        raise SystemExit(f"error: {cfg.base_model} has no occlusion refiner to go on training (set fresh_refiner=true)")
     model.eval().requires_grad_(False)
     model.occlusion_refiner.requires_grad_(True).train()
     meer_cfg = dataclasses.replace(meer_cfg, model=dataclasses.replace(meer_cfg.model, occlusion_refiner=True))
@@ -211,7 +216,7 @@ def main() -> None:
     start, best = resumed or (0, {})
     if resumed is None:
         metrics = {"step": 0, **validate(model, val_faces, val_masks, cfg.mask_types)}
-        append_metrics(out, metrics)  # the coarse map alone: the refiner starts at zero
+        append_metrics(out, metrics)  # a fresh refiner starts at zero: the coarse map alone
 
     sampler = iter(StepSampler(len(pool["masked"]), cfg.batch_size, seed=cfg.seed, start_step=start))
     t0, seen_images = time.time(), 0

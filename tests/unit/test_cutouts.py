@@ -147,7 +147,22 @@ def test_the_command_refuses_a_cache_without_masked_photos(tmp_path, fake_detect
     assert "takes 112 px faces, the cache holds 48 px crops" in capsys.readouterr().err
     assert main(["cutouts", str(tmp_path / "small"), "-o", str(tmp_path / "c.safetensors"), "--threshold", "1.5"]) == 2
     assert "--threshold must lie between 0 and 1" in capsys.readouterr().err
+    assert main(["cutouts", str(tmp_path / "small"), "-o", str(tmp_path / "c.safetensors"), "--validation",
+                 str(tmp_path / "v.safetensors"), "--validation-share", "1"]) == 2
+    assert "--validation-share must lie between 0 and 1" in capsys.readouterr().err
     assert not (tmp_path / "c.safetensors").exists()
+
+
+def test_validation_cutouts_come_from_other_people():
+    from meer.cli.cutouts import held_out_people
+
+    labels = np.repeat(np.arange(20), 3)[::-1]
+    held = held_out_people(labels, 0.25)
+    assert len(np.unique(labels[held])) == 5 and not set(labels[held]) & set(labels[~held])
+    assert np.array_equal(held, held_out_people(labels, 0.25))  # the same people on every run
+    assert not np.array_equal(held, held_out_people(labels, 0.25, seed=1))
+    assert held_out_people(np.array([4, 4, 9]), 0.01).sum() in (1, 2)  # one person of two, never none
+    assert held_out_people(np.array([4, 4, 9]), 0.99).sum() in (1, 2)  # never all
 
 
 def test_faces_of_another_size_get_the_cut_resized():

@@ -239,3 +239,18 @@ def test_the_pretraining_can_feed_its_generator_the_refined_occlusion_and_record
     assert restorer.model.generator_occlusion == "refined" and restorer.meer_config.model.generator_occlusion == "refined"
     assert not any(p.requires_grad for p in restorer.model.occlusion_refiner.parameters())  # only the generator learns
     assert pretrain_generator.Restorer(pretrain_generator.PretrainConfig(base_model=base)).model.generator_occlusion == "coarse"
+
+
+def test_the_refiner_training_starts_fresh_or_goes_on_from_the_base_models_refiner():
+    import train_occlusion
+
+    from meer.inference.checkpoint import load_model
+
+    base = str(BENCH.parent / "src" / "meer" / "default_model")
+    released = load_model(base)[0].occlusion_refiner.state_dict()
+    going_on, _ = train_occlusion.refined_model(train_occlusion.OcclusionConfig(base_model=base, fresh_refiner=False))
+    fresh, meer_cfg = train_occlusion.refined_model(train_occlusion.OcclusionConfig(base_model=base))
+    assert meer_cfg.model.occlusion_refiner and all(p.requires_grad for p in going_on.occlusion_refiner.parameters())
+    assert all(torch.equal(v, released[k]) for k, v in going_on.occlusion_refiner.state_dict().items())
+    assert not all(torch.equal(v, released[k]) for k, v in fresh.occlusion_refiner.state_dict().items())
+    assert not any(p.requires_grad for p in going_on.generator.parameters())

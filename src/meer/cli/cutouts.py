@@ -14,6 +14,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default: the model meer ships)")
     parser.add_argument("--threshold", type=float, default=0.5, help="occlusion probability of the cut (default 0.5)")
     parser.add_argument("--sheet", metavar="PNG", help="also write a picture of the first 48 cuts, to look at")
+    parser.add_argument("--validation", metavar="FILE", help="write the masks of a held-out share of the "
+                        "people here instead, for choices made on validation (their masks are not in --output)")
+    parser.add_argument("--validation-share", type=float, default=0.25, metavar="F",
+                        help="share of the people held out with --validation, drawn from a fixed seed (default 0.25)")
     parser.set_defaults(func=run)
 
 
@@ -28,6 +32,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 < args.threshold < 1:
         raise MeerError(f"--threshold must lie between 0 and 1, got {args.threshold}")
+    if not 0 < args.validation_share < 1:
+        raise MeerError(f"--validation-share must lie between 0 and 1, got {args.validation_share}")
     cache = FaceCache.open(args.cache)
     rows = np.flatnonzero(cache.masked)
     if not len(rows):
@@ -38,14 +44,32 @@ def run(args: argparse.Namespace) -> int:
     if cfg.model.input_size != cache.faces.images.shape[1]:
         raise MeerError(f"the model takes {cfg.model.input_size} px faces, the cache holds "
                         f"{cache.faces.images.shape[1]} px crops")
-    cutouts = cut_out(model, np.asarray(cache.faces.images)[rows], args.threshold)
-    path = cutouts.save(args.output)
-    print(f"wrote {path}: {len(cutouts)} masks cut out of {len(rows)} masked photos "
-          f"({len(rows) - len(cutouts)} skipped: no plausible mask region)")
-    if args.sheet:
-        write_sheet(cutouts, args.sheet)
-        print(f"wrote {args.sheet}")
+    splits = {args.output: rows}
+    if args.validation:
+        held_out = held_out_people(cache.faces.labels[rows], args.validation_share)
+        splits = {args.output: rows[~held_out], args.validation: rows[held_out]}
+    for output, kept in splits.items():
+        if not len(kept):
+            raise MeerError(f"no masked photo is left for {output}: change --validation-share")
+        cutouts = cut_out(model, np.asarray(cache.faces.images)[kept], args.threshold)
+        path = cutouts.save(output)
+        print(f"wrote {path}: {len(cutouts)} masks cut out of {len(kept)} masked photos of "
+              f"{len(np.unique(cache.faces.labels[kept]))} people ({len(kept) - len(cutouts)} skipped: "
+              "no plausible mask region)")
+        if args.sheet and output == args.output:
+            write_sheet(cutouts, args.sheet)
+            print(f"wrote {args.sheet}")
     return 0
+
+
+def held_out_people(labels, share: float, seed: int = 0):
+    """bool per row: whether its person is among the ``share`` of the people drawn (from
+    ``seed``) for validation; at least one person on each side when there are two."""
+    import numpy as np
+
+    people = np.random.default_rng(seed).permutation(np.unique(labels))
+    count = min(max(round(share * len(people)), 1), len(people) - 1) if len(people) > 1 else 0
+    return np.isin(labels, people[:count])
 
 
 def write_sheet(cutouts, path: str, count: int = 48, per_row: int = 8) -> None:
