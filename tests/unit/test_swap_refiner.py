@@ -1,0 +1,43 @@
+"""scripts/swap_refiner.py: one checkpoint's weights with another's occlusion refiner."""
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from meer.inference.checkpoint import flat_state, load_model, save_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+RELEASE = ROOT / "src" / "meer" / "default_model"
+
+
+def test_the_refiner_comes_from_the_second_checkpoint_and_everything_else_from_the_first(tmp_path):
+    model, cfg, _ = load_model(RELEASE)
+    with torch.no_grad():
+        for p in model.occlusion_refiner.parameters():
+            p.add_(0.5)
+    save_checkpoint(tmp_path / "donor", "step_00000007", flat_state({"model": model}), {},
+                    {"config": dataclasses.asdict(cfg), "step": 7})
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "swap_refiner.py"), str(RELEASE),
+                           str(tmp_path / "donor"), str(tmp_path / "out")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    swapped, _, state = load_model(tmp_path / "out")
+    released = load_model(RELEASE)[0].state_dict()
+    for key, value in swapped.state_dict().items():
+        expected = model.state_dict()[key] if key.startswith("occlusion_refiner.") else released[key]
+        assert torch.equal(value, expected), key
+    assert state["occlusion_refiner_from"] == str(tmp_path / "donor")
+
+
+def test_a_donor_without_a_refiner_is_refused_in_one_line(tmp_path):
+    model, cfg, _ = load_model(RELEASE)
+    model.occlusion_refiner = None
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, occlusion_refiner=False, generator_occlusion="coarse"))
+    save_checkpoint(tmp_path / "bare", "step_00000001", flat_state({"model": model}), {},
+                    {"config": dataclasses.asdict(cfg), "step": 1})
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "swap_refiner.py"), str(RELEASE),
+                           str(tmp_path / "bare"), str(tmp_path / "out")], capture_output=True, text=True)
+    assert done.returncode != 0 and done.stderr.strip() == f"error: {tmp_path / 'bare'} has no occlusion refiner"
+    assert not (tmp_path / "out").exists()
