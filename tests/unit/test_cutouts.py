@@ -163,6 +163,7 @@ def test_validation_cutouts_come_from_other_people():
     assert not np.array_equal(held, held_out_people(labels, 0.25, seed=1))
     assert held_out_people(np.array([4, 4, 9]), 0.01).sum() in (1, 2)  # one person of two, never none
     assert held_out_people(np.array([4, 4, 9]), 0.99).sum() in (1, 2)  # never all
+    assert not held_out_people(np.array([3, 3]), 0.5).any()  # one person: nobody to hold out (the command refuses)
 
 
 def test_faces_of_another_size_get_the_cut_resized():

@@ -13,7 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("-m", "--checkpoint", help="model whose predicted occlusion draws the cut "
                         "(default: the model meer ships)")
     parser.add_argument("--threshold", type=float, default=0.5, help="occlusion probability of the cut (default 0.5)")
-    parser.add_argument("--sheet", metavar="PNG", help="also write a picture of the first 48 cuts, to look at")
+    parser.add_argument("--sheet", metavar="PNG", help="also write a picture of the first 48 cuts "
+                        "(of --output), to look at")
     parser.add_argument("--validation", metavar="FILE", help="write the masks of a held-out share of the "
                         "people here instead, for choices made on validation (their masks are not in --output)")
     parser.add_argument("--validation-share", type=float, default=0.25, metavar="F",
@@ -50,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
         splits = {args.output: rows[~held_out], args.validation: rows[held_out]}
     for output, kept in splits.items():
         if not len(kept):
-            raise MeerError(f"no masked photo is left for {output}: change --validation-share")
+            raise MeerError(f"no masked photo is left for {output}: the cache has one person")
+    for output, kept in splits.items():
         cutouts = cut_out(model, np.asarray(cache.faces.images)[kept], args.threshold)
         path = cutouts.save(output)
         print(f"wrote {path}: {len(cutouts)} masks cut out of {len(kept)} masked photos of "
