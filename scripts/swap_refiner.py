@@ -22,8 +22,11 @@ def main() -> None:
     parser.add_argument("refiner", help="checkpoint or release whose occlusion refiner is taken")
     parser.add_argument("out", help="run folder to write")
     args = parser.parse_args()
-    model, cfg, state = load_model(args.checkpoint)
-    donor, _, _ = load_model(args.refiner)
+    try:
+        model, cfg, state = load_model(args.checkpoint)
+        donor, _, _ = load_model(args.refiner)
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from None
     if donor.occlusion_refiner is None:
         raise SystemExit(f"error: {args.refiner} has no occlusion refiner")
     if model.occlusion_refiner is None:

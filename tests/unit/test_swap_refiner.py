@@ -41,3 +41,10 @@ def test_a_donor_without_a_refiner_is_refused_in_one_line(tmp_path):
                            str(tmp_path / "bare"), str(tmp_path / "out")], capture_output=True, text=True)
     assert done.returncode != 0 and done.stderr.strip() == f"error: {tmp_path / 'bare'} has no occlusion refiner"
     assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_checkpoint_is_one_line(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "swap_refiner.py"), str(tmp_path / "nowhere"),
+                           str(RELEASE), str(tmp_path / "out")], capture_output=True, text=True)
+    assert done.returncode != 0 and len(done.stderr.strip().splitlines()) == 1
+    assert done.stderr.startswith("error: ") and "nowhere" in done.stderr
