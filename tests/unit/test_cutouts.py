@@ -150,7 +150,13 @@ def test_the_command_refuses_a_cache_without_masked_photos(tmp_path, fake_detect
     assert main(["cutouts", str(tmp_path / "small"), "-o", str(tmp_path / "c.safetensors"), "--validation",
                  str(tmp_path / "v.safetensors"), "--validation-share", "1"]) == 2
     assert "--validation-share must lie between 0 and 1" in capsys.readouterr().err
-    assert not (tmp_path / "c.safetensors").exists()
+    assert main(["prepare", str(source), "-o", str(tmp_path / "one"), "--size", "112", "--workers", "1", "--quiet",
+                 "--masked", "masked_01*"]) == 0  # person a's photo only
+    assert main(["cutouts", str(tmp_path / "one"), "-o", str(tmp_path / "c.safetensors"), "--validation",
+                 str(tmp_path / "v.safetensors")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "masked photos are of one person, so none can be held out" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "c.safetensors").exists() and not (tmp_path / "v.safetensors").exists()
 
 
 def test_validation_cutouts_come_from_other_people():

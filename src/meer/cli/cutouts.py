@@ -48,10 +48,10 @@ def run(args: argparse.Namespace) -> int:
     splits = {args.output: rows}
     if args.validation:
         held_out = held_out_people(cache.faces.labels[rows], args.validation_share)
+        if held_out.all() or not held_out.any():
+            raise MeerError(f"{args.cache}: the masked photos are of one person, so none can be held out for "
+                            "--validation")
         splits = {args.output: rows[~held_out], args.validation: rows[held_out]}
-    for output, kept in splits.items():
-        if not len(kept):
-            raise MeerError(f"no masked photo is left for {output}: the cache has one person")
     for output, kept in splits.items():
         cutouts = cut_out(model, np.asarray(cache.faces.images)[kept], args.threshold)
         path = cutouts.save(output)
