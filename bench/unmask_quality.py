@@ -11,6 +11,9 @@ benchmark's test masks), and every system restores it:
 - ``masked (as is)``: the masked face itself, the score of doing nothing;
 - ``Telea``: OpenCV's classical inpainting on the *true* mask region (an advantage no learned
   system gets: they must find the mask themselves), the floor to beat;
+- with ``--telea-predicted GROW,...``, for each model also ``Telea (NAME's region, grown GROW)``:
+  Telea on that model's predicted occlusion grown by GROW px, which is what classical inpainting
+  could do with a user's photo and the same mask finder (choose GROW on validation);
 - each ``-m`` model: ``MEER.unmask``'s composite, on the region the model predicts;
 - each ``--blurred-truth SIGMA``: a reference, not a system: the *clean* face blurred by a Gaussian
   of SIGMA px inside the true region. It scores what a restoration with the true lower face's
@@ -115,6 +118,8 @@ def main() -> None:
     parser.add_argument("--other-photo", action="store_true",
                         help="add the references: the same person's other photo, and another person's, pasted "
                              "into the true region (only faces whose person has another photo)")
+    parser.add_argument("--telea-predicted", metavar="GROW,...",
+                        help="also score Telea on each model's predicted occlusion grown by these px")
     parser.add_argument("--limit", type=int, default=0, help="only this many faces, spread evenly (0: all)")
     parser.add_argument("--held-out", default="", help="comma-separated mask kinds the models never trained on")
     parser.add_argument("--real-masks", metavar="CUTOUTS",
@@ -133,6 +138,12 @@ def main() -> None:
         parser.error("--blend takes two whole numbers, DILATE,FEATHER")
     if any(len(b) != 2 or min(b) < 0 for b in blends):
         parser.error("--blend takes two whole numbers >= 0, DILATE,FEATHER")
+    try:
+        telea_grows = [int(g) for g in args.telea_predicted.split(",")] if args.telea_predicted else []
+    except ValueError:
+        parser.error("--telea-predicted takes whole numbers of px, e.g. 0,2,4")
+    if any(g < 0 for g in telea_grows):
+        parser.error("--telea-predicted takes whole numbers of px >= 0")
     if held_out - set(KINDS):
         parser.error(f"--held-out: unknown mask kind(s) {sorted(held_out - set(KINDS))}; choose from {KINDS}")
     if not Path(args.lfw_cache).is_dir():
@@ -187,7 +198,7 @@ def main() -> None:
     for spec in args.model:
         label, _, path = spec.rpartition("=")
         model, _, _ = load_model(path)
-        for blend in blends or [(model.blend_dilate, model.blend_feather)]:
+        for b, blend in enumerate(blends or [(model.blend_dilate, model.blend_feather)]):
             model.blend_dilate, model.blend_feather = blend
             name = (label or path) + (f" (grow {blend[0]}, feather {blend[1]})" if blends else "")
             for flip in (False, True) if args.flip else (False,):
@@ -197,6 +208,11 @@ def main() -> None:
                 print(f"{key}: unmasked {len(faces)} faces in {time.time() - t0:.0f} s", flush=True)
                 outputs[key] = restorations.restored
                 occlusions[key] = (restorations.occlusion * 255).round().astype(np.uint8)
+                if b == 0 and not flip:
+                    found = restorations.occlusion > model.occlusion_threshold
+                    for grow in telea_grows:
+                        outputs[f"Telea ({label or path}'s region, grown {grow})"] = telea_inpaint(
+                            masked.images, grown_regions(found, grow))
 
     if args.grid_only:
         write_grid(Path(args.grid), masked, clean, outputs, occlusions)
@@ -228,6 +244,12 @@ def blurred_truth(clean: np.ndarray, masked: np.ndarray, region: np.ndarray, sig
     """The clean faces blurred by a Gaussian of ``sigma`` px inside ``region`` (>= 0.5), masked elsewhere."""
     blurred = np.stack([cv2.GaussianBlur(face, (0, 0), sigma) for face in clean])
     return in_region(blurred, masked, region)
+
+
+def grown_regions(regions: np.ndarray, grow: int) -> np.ndarray:
+    """Boolean regions ``[N, H, W]`` grown by ``grow`` px (chessboard distance, as the composite grows)."""
+    kernel = np.ones((2 * grow + 1, 2 * grow + 1), np.uint8)
+    return np.stack([cv2.dilate(r.astype(np.uint8), kernel) > 0 for r in regions])
 
 
 def in_region(inside: np.ndarray, masked: np.ndarray, region: np.ndarray) -> np.ndarray:

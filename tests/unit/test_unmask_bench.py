@@ -95,6 +95,15 @@ def test_blurred_truth_blurs_the_clean_face_inside_the_region_and_keeps_the_mask
     assert abs(inside.mean() - clean[:, 8:].mean()) < 20 and inside.std() < 0.5 * clean[:, 8:].std()  # smoothed truth
 
 
+def test_telea_regions_grow_like_the_composite_by_chessboard_distance():
+    found = np.zeros((2, 9, 9), bool)
+    found[0, 4, 4] = True  # the second face: nothing found, nothing grown
+    grown = unmask_quality.grown_regions(found, 2)
+    assert grown.dtype == bool and grown.shape == found.shape
+    assert grown[0, 2:7, 2:7].all() and grown[0].sum() == 25 and not grown[1].any()
+    assert (unmask_quality.grown_regions(found, 0) == found).all()
+
+
 def test_sobel_gives_each_channels_x_and_y_gradient_with_replicated_edges():
     images = torch.zeros(1, 3, 5, 5)
     images[:, 1, :, 3:] = 1.0  # a vertical step in the green channel
