@@ -13,7 +13,8 @@ benchmark's test masks), and every system restores it:
   system gets: they must find the mask themselves), the floor to beat;
 - with ``--telea-predicted GROW,...``, for each model also ``Telea (NAME's region, grown GROW)``:
   Telea on that model's predicted occlusion grown by GROW px, which is what classical inpainting
-  could do with a user's photo and the same mask finder (choose GROW on validation);
+  could do with a user's photo and the same mask finder (growing covers more of the mask edges the
+  prediction misses, and smears more of the face);
 - each ``-m`` model: ``MEER.unmask``'s composite, on the region the model predicts;
 - each ``--blurred-truth SIGMA``: a reference, not a system: the *clean* face blurred by a Gaussian
   of SIGMA px inside the true region. It scores what a restoration with the true lower face's
@@ -198,7 +199,7 @@ def main() -> None:
     for spec in args.model:
         label, _, path = spec.rpartition("=")
         model, _, _ = load_model(path)
-        for b, blend in enumerate(blends or [(model.blend_dilate, model.blend_feather)]):
+        for blend_index, blend in enumerate(blends or [(model.blend_dilate, model.blend_feather)]):
             model.blend_dilate, model.blend_feather = blend
             name = (label or path) + (f" (grow {blend[0]}, feather {blend[1]})" if blends else "")
             for flip in (False, True) if args.flip else (False,):
@@ -208,7 +209,7 @@ def main() -> None:
                 print(f"{key}: unmasked {len(faces)} faces in {time.time() - t0:.0f} s", flush=True)
                 outputs[key] = restorations.restored
                 occlusions[key] = (restorations.occlusion * 255).round().astype(np.uint8)
-                if b == 0 and not flip:
+                if blend_index == 0 and not flip:  # the prediction does not depend on the blend
                     found = restorations.occlusion > model.occlusion_threshold
                     for grow in telea_grows:
                         outputs[f"Telea ({label or path}'s region, grown {grow})"] = telea_inpaint(
