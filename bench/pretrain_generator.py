@@ -24,7 +24,11 @@ and skips the generator reads, the predicted occlusion it repaints, and judges t
   missing structure inside it (what the benchmark's boundary measure sees);
 - ``ssim``: 1 - SSIM (Gaussian window, sigma 1.5, as the benchmark scores it) of the composite to
   the clean face, averaged on the true mask grown by 4 px: the L1 + SSIM mix of Zhao et al.,
-  "Loss Functions for Image Restoration with Neural Networks" (2017).
+  "Loss Functions for Image Restoration with Neural Networks" (2017);
+- ``boundary``: the benchmark's boundary measure made a loss: the gradient magnitude of the
+  composite's luma in excess of the clean face's, ``relu(|grad restored| - |grad clean|)``, on the
+  band within 3 px of the true mask's edge, x255 (grey levels). ``edge`` asks the gradients to
+  match; this one only penalises gradient the clean face does not have there.
 
 Every ``eval_every`` steps the composite is scored (region PSNR / SSIM, boundary excess) on the
 validation identities' faces with the benchmark's masks, by mask kind; lines go to
@@ -127,6 +131,7 @@ class PretrainConfig:
     id: float = 0.0
     edge: float = 0.0
     ssim: float = 0.0
+    boundary: float = 0.0
     val_faces: int = 96
     eval_every: int = 250
     ckpt_every: int = 250
@@ -214,6 +219,23 @@ def ssim_map(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0) -> torch
     return (2 * mx * my + c1) * (2 * cxy + c2) / ((mx * mx + my * my + c1) * (vx + vy + c2))
 
 
+LUMA = torch.tensor([0.299, 0.587, 0.114])
+
+
+def gradient_excess(restored: torch.Tensor, clean: torch.Tensor, occlusion: torch.Tensor, width: int = 3) -> torch.Tensor:
+    """``meer.eval.synthesis.boundary_excess`` of ``[B, 3, H, W]`` images in [-1, 1] on the band of
+    ``width`` px either side of the edge of ``occlusion [B, 1, H, W]``, differentiable, x255."""
+    inside = (occlusion >= 0.5).to(restored)
+    size = 2 * width + 1
+    band = F.max_pool2d(inside, size, 1, width) + F.max_pool2d(-inside, size, 1, width)  # dilated - eroded
+
+    def magnitude(images: torch.Tensor) -> torch.Tensor:
+        luma = ((images + 1) / 2 * LUMA.to(images).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        return sobel(luma).square().sum(1, keepdim=True).add(1e-12).sqrt()
+
+    return near_mean(F.relu(magnitude(restored) - magnitude(clean)), band) * 255
+
+
 def near_mean(values: torch.Tensor, near: torch.Tensor) -> torch.Tensor:
     """Mean of ``values [B, C, H, W]`` over the pixels of ``near [B, 1, H, W]`` and all C channels."""
     return (near * values).sum() / (values.shape[1] * near.sum()).clamp_min(1.0)
@@ -258,6 +280,8 @@ class Restorer:
             parts["edge"] = near_mean((sobel(restored) - sobel(clean)).abs(), near)
         if cfg.ssim:
             parts["ssim"] = 1.0 - near_mean(ssim_map(restored, clean), near)
+        if cfg.boundary:
+            parts["boundary"] = gradient_excess(restored, clean, occlusion)
         if cfg.perceptual or cfg.id:
             backbone = self.model.backbone
             with torch.no_grad():

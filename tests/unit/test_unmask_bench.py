@@ -129,6 +129,26 @@ def test_ssim_map_matches_skimage_away_from_the_edges():
     torch.testing.assert_close(identical, torch.ones_like(identical))
 
 
+def test_gradient_excess_is_the_benchmarks_boundary_measure_and_has_a_gradient():
+    from meer.eval.synthesis import boundary_excess
+
+    rng = np.random.default_rng(0)
+    clean = rng.uniform(-1, 1, (2, 3, 32, 32)).astype(np.float32)
+    restored = np.clip(clean + rng.normal(0, 0.4, clean.shape), -1, 1).astype(np.float32)
+    region = np.zeros((2, 1, 32, 32), np.float32)
+    region[:, :, 12:24, 8:26] = 1.0  # its band (3 px either side) stays 2 px off the image's edges
+    restored_t = torch.from_numpy(restored).requires_grad_(True)
+    ours = pretrain_generator.gradient_excess(restored_t, torch.from_numpy(clean), torch.from_numpy(region))
+    to_uint = lambda x: np.round((x.transpose(0, 2, 3, 1) + 1) * 127.5).astype(np.uint8)  # noqa: E731
+    theirs = boundary_excess(to_uint(restored), to_uint(clean), region[:, 0]) * 255
+    assert float(ours.detach()) == pytest.approx(theirs.mean(), rel=0.02)  # the uint8 rounding differs
+    ours.backward()
+    assert restored_t.grad[:, :, :6].abs().sum() == 0  # rows 3+ px off the band take no part
+    assert restored_t.grad[:, :, 10:14].abs().sum() > 0
+    same = torch.from_numpy(clean)
+    assert float(pretrain_generator.gradient_excess(same, same, torch.from_numpy(region))) == 0.0
+
+
 def test_fit_mask_head_separates_classes_and_rates_count_masked_calls():
     import fit_mask_head
 
