@@ -64,12 +64,14 @@ def test_checkpoint_from_the_environment(capsys, checkpoint, photos, monkeypatch
 
 def test_unmask_writes_the_restored_face(capsys, checkpoint, photos, tmp_path):
     out_file, occlusion = tmp_path / "out" / "restored.png", tmp_path / "occlusion.png"
+    in_photo = tmp_path / "in-photo.jpg"
     code, out, _ = run(capsys, "unmask", str(photos / "people/ann/1.png"), "-o", str(out_file),
-                       "--occlusion", str(occlusion), "-m", checkpoint, "--json")
+                       "--occlusion", str(occlusion), "--in-photo", str(in_photo), "-m", checkpoint, "--json")
     result = json.loads(out)
-    assert code == 0 and result["output"] == str(out_file)
+    assert code == 0 and result["output"] == str(out_file) and result["in_photo"] == str(in_photo)
     assert isinstance(result["mask_detected"], bool) and result["mask_type"]
     assert Image.open(out_file).size == (32, 32) and Image.open(occlusion).mode == "L"
+    assert Image.open(in_photo).format == "JPEG" and Image.open(in_photo).size == (400, 320)
 
 
 def test_unmask_no_flip_restores_once(capsys, checkpoint, photos, tmp_path, monkeypatch):
@@ -122,6 +124,8 @@ def test_enroll_then_identify(capsys, checkpoint, photos, tmp_path):
         (["verify", "{photos}/blank.png", "{photos}/people/ann/1.png"], "no face found in {photos}/blank.png"),
         (["unmask", "{photos}/blank.png", "-o", "{photos}/x.png"], "no face found"),
         (["unmask", "{photos}/people/ann/1.png", "-o", "{photos}/x.txt"], "unknown image suffix '.txt'"),
+        (["unmask", "{photos}/people/ann/1.png", "-o", "{photos}/x.png", "--in-photo", "{photos}/y.png", "--aligned"],
+         "--in-photo needs a photo, not an --aligned crop"),
         (["identify", "{photos}/people/ann/1.png", "-g", "{photos}/blank.png"], "not a meer embeddings file"),
         (["embed", "{photos}/nowhere", "-o", "{photos}/e.safetensors"], "nowhere does not exist"),
         (["enroll", "{photos}/blank.png", "-o", "{photos}/g.safetensors"], "blank.png is not a folder"),

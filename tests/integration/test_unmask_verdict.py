@@ -18,7 +18,7 @@ import meer
 from meer.data.masks import MASK_TYPES
 from meer.data.synthetic import SyntheticFaces
 
-from .apikit import encode, served, tiny_run
+from .apikit import detectable, encode, face_model, photo, served, tiny_run
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +69,38 @@ def test_cli_says_there_was_nothing_to_restore(model, crop, tmp_path, capsys, mo
     answer = json.loads(capsys.readouterr().out)
     assert answer["mask_detected"] is True and answer["restored"] is True and answer["mask_type"] == "n95"
     assert (np.asarray(Image.open(tmp_path / "out.png")) != crop).any()
+
+
+def test_the_restoration_goes_back_into_the_photo(tmp_path_factory, model):
+    import cv2
+
+    picture = photo(*detectable(face_model(tmp_path_factory), 1)[0])
+    finder = meer.load(tiny_run(tmp_path_factory))  # with the detector; the classifier steered as above
+    finder.network = model.network
+    steer(model, "none")
+    bare = finder.unmask(picture)
+    assert not bare.region.any()
+    np.testing.assert_array_equal(bare.in_photo(picture), picture)
+    steer(model, "cloth")
+    result = finder.unmask(picture)
+    pasted = result.in_photo(encode(picture))  # the photo as given: here its PNG bytes
+    assert pasted.shape == picture.shape and result.region.max() == 1.0
+    to_photo = cv2.invertAffineTransform(result.face.matrix)
+    reach = cv2.warpAffine(result.region, to_photo, picture.shape[1::-1]) > 0
+    changed = (pasted != picture).any(axis=2)
+    assert changed.sum() > 0.5 * reach.sum() and not (changed & ~reach).any()
+    # a pixel deep inside the repainted region shows the restored crop, enlarged
+    y, x = np.argwhere(cv2.erode(result.region, np.ones((3, 3))) == 1.0)[0]
+    px, py = np.round(cv2.transform(np.array([[[x, y]]], np.float64), to_photo)[0, 0]).astype(int)
+    near = result.restored[y - 1 : y + 2, x - 1 : x + 2].reshape(-1, 3).astype(int)
+    assert ((near.min(0) - 1 <= pasted[py, px]) & (pasted[py, px] <= near.max(0) + 1)).all()
+    # aligned again, the pasted photo is the restored crop, feathered edge included
+    size = result.region.shape[0]
+    again = cv2.warpAffine(pasted, result.face.matrix, (size, size), flags=cv2.INTER_AREA).astype(int)
+    edge = (result.region > 0.1) & (result.region < 0.9)
+    assert edge.sum() > 10 and np.abs(again - result.restored)[edge].mean() < 3
+    with pytest.raises(ValueError, match="aligned"):
+        finder.unmask(result.aligned, aligned=True).in_photo(picture)
 
 
 @pytest.fixture(scope="module")

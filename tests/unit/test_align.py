@@ -7,6 +7,7 @@ from meer.data.align import (
     align_face,
     estimate_similarity,
     frame_crop,
+    paste_back,
     transform_points,
 )
 from meer.data.faceset import arcface_template
@@ -87,3 +88,22 @@ def test_dlib_template_frames_the_face_closer_and_lower_than_arcface():
     assert residual < 3.0
     with pytest.raises(ValueError, match="unknown template"):
         face_template("vgg", 112)
+
+
+def test_paste_back_puts_the_crops_pixels_where_they_came_from():
+    rng = np.random.default_rng(3)
+    photo = rng.integers(0, 256, (150, 200, 3), dtype=np.uint8)
+    matrix = similarity(0.2, 0.5, -20.0, -10.0)  # a face twice the crop's size, turned a little
+    crop = np.full((56, 56, 3), 77, np.float32)
+    weight = np.zeros((56, 56), np.float32)
+    np.testing.assert_array_equal(paste_back(photo, crop, weight, matrix), photo)  # nothing to put back
+    weight[20:40, 10:30] = 1.0
+    pasted = paste_back(photo, crop, weight, matrix)
+    changed = (pasted != photo).any(axis=2)
+    inside = np.round(transform_points([[20.0, 30.0]], cv2.invertAffineTransform(matrix))[0]).astype(int)
+    assert (pasted[inside[1], inside[0]] == 77).all()  # the middle of the box comes back as the crop's colour
+    box = np.round(transform_points([[9, 19], [30, 19], [30, 40], [9, 40]], cv2.invertAffineTransform(matrix)))
+    reach = cv2.fillConvexPoly(np.zeros(photo.shape[:2], np.uint8), box.astype(np.int32), 1).astype(bool)
+    assert changed.sum() > 0.9 * 4 * 20 * 20 and not (changed & ~reach).any()  # ~4 photo px a crop px
+    half = paste_back(photo, crop, weight * 0.5, matrix)[inside[1], inside[0]].astype(int)
+    np.testing.assert_allclose(half, (photo[inside[1], inside[0]].astype(int) + 77) / 2, atol=1)

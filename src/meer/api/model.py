@@ -147,7 +147,7 @@ class FaceModel:
         found = align_photo(pixels, self.detector, self.input_size, self.config.model.alignment)
         if found is None:
             raise NoFaceError(f"no face found in {name or input_name(image)}")
-        return Face(found.crop, found.box, found.photo_landmarks, found.score, found.num_faces, source)
+        return Face(found.crop, found.box, found.photo_landmarks, found.score, found.num_faces, source, found.matrix)
 
     def _faces(self, images: ImageInput | Sequence[ImageInput], aligned: bool) -> list[Face]:
         if isinstance(images, np.ndarray) and images.ndim == 4:
@@ -211,6 +211,7 @@ class FaceModel:
             mask_type=mask_type_name(mask_class),
             aligned=face.aligned,
             face=face,
+            region=out.region[0],
         )
 
     def enroll(

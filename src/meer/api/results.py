@@ -10,6 +10,9 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
+from meer.data.align import paste_back
+from meer.data.photos import load_image
+
 
 @dataclass
 class Face:
@@ -21,6 +24,7 @@ class Face:
     score:     detector confidence; None if pre-aligned
     num_faces: faces found in the photo (the main one is this one); 1 if pre-aligned
     source:    the file name, when the input was a path (for messages)
+    matrix:    float64 [2, 3] the alignment, photo -> crop; None if pre-aligned
     """
 
     aligned: np.ndarray
@@ -29,6 +33,7 @@ class Face:
     score: float | None = None
     num_faces: int = 1
     source: str | None = None
+    matrix: np.ndarray | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
         """JSON-ready description (without the pixels)."""
@@ -77,6 +82,8 @@ class UnmaskResult:
     mask_type:     its class name ("none", "surgical", "n95", "cloth", ...)
     aligned:       uint8 [S, S, 3] the crop the network saw
     face:          the detection it came from
+    region:        float32 [S, S] the weight of the generated pixels in ``restored`` (0 where it is
+                   ``aligned``'s own; all 0 when no mask was detected)
     """
 
     restored: np.ndarray = field(repr=False)
@@ -85,6 +92,20 @@ class UnmaskResult:
     mask_type: str
     aligned: np.ndarray = field(repr=False)
     face: Face = field(repr=False)
+    region: np.ndarray = field(repr=False, default=None)
+
+    def in_photo(self, photo: str | os.PathLike | bytes | Image.Image | np.ndarray) -> np.ndarray:
+        """The photo the face was found in (what was given to ``unmask``), uint8 ``[H, W, 3]``, with
+        the repainted region warped back into it; every other pixel is the photo's. The restoration
+        is made at the model's input size, so on a large face it comes back soft."""
+        if self.face.matrix is None:
+            raise ValueError("the face was given aligned: there is no photo to put the restoration back into")
+        if self.region is None:
+            raise ValueError("this result does not say which pixels were repainted")
+        weight = self.region[..., None]
+        # the generated pixels: restored = weight * generated + (1 - weight) * aligned
+        generated = (self.restored - (1 - weight) * self.aligned) / np.maximum(weight, 1e-6)
+        return paste_back(load_image(photo), generated, self.region, self.face.matrix)
 
 
 class Match(NamedTuple):

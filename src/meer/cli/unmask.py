@@ -19,6 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", "-o", required=True, metavar="OUT", help="where to write the restored face")
     parser.add_argument("--occlusion", metavar="FILE", help="also write the predicted mask region as a grey image")
     parser.add_argument("--aligned-output", metavar="FILE", help="also write the aligned input crop")
+    parser.add_argument("--in-photo", metavar="FILE",
+                        help="also write the whole photo with the restored region put back in place")
     parser.add_argument("--no-flip", dest="flip", action="store_false",
                         help="restore the face once, not also mirrored and averaged (half the work)")
     add_model_arguments(parser)
@@ -51,9 +53,11 @@ def save_image(path: str | Path, pixels) -> Path:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    for path in (args.output, args.occlusion, args.aligned_output):
+    for path in (args.output, args.occlusion, args.aligned_output, args.in_photo):
         if path:
             image_format(path)  # a bad suffix fails before the model runs
+    if args.in_photo and args.aligned:
+        raise ValueError("--in-photo needs a photo, not an --aligned crop")
     model = load_from_args(args)
     result = model.unmask(args.image, aligned=args.aligned, flip=args.flip)
     written = {"output": str(save_image(args.output, result.restored))}
@@ -62,13 +66,16 @@ def run(args: argparse.Namespace) -> int:
         written["occlusion"] = str(save_image(args.occlusion, grey))
     if args.aligned_output:
         written["aligned_output"] = str(save_image(args.aligned_output, result.aligned))
+    if args.in_photo:
+        written["in_photo"] = str(save_image(args.in_photo, result.in_photo(args.image)))
     if args.json:
         print_json({**written, "mask_detected": result.mask_detected, "restored": result.mask_detected,
                     "mask_type": result.mask_type,
                     "face": result.face.to_dict()})
         return 0
     if result.mask_detected:
-        print(f"mask detected ({result.mask_type}); restored face written to {written['output']}")
+        in_photo = f", and in the photo to {written['in_photo']}" if args.in_photo else ""
+        print(f"mask detected ({result.mask_type}); restored face written to {written['output']}{in_photo}")
     else:
         print(f"no mask detected, nothing to restore; the aligned face is written unchanged to {written['output']}")
     return 0

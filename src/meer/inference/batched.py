@@ -63,7 +63,7 @@ def mask_classes(model: MEER, images: np.ndarray, batch_size: int = 256) -> np.n
 class Restorations:
     restored: np.ndarray  # uint8 [N, S, S, 3], composited
     occlusion: np.ndarray  # float32 [N, S, S], predicted probability
-    region: np.ndarray  # uint8 [N, S, S], repainted pixels (1 where any generated pixel is blended in)
+    region: np.ndarray  # float32 [N, S, S], the composite's weight of the generated pixels (0: the input's own)
     mask_type: np.ndarray  # int64 [N], predicted mask class (0 = none)
 
 
@@ -79,7 +79,7 @@ def unmask_images(
     device = next(model.parameters()).device
     n, s = len(images), images.shape[1]
     result = Restorations(
-        np.array(images), np.zeros((n, s, s), np.float32), np.zeros((n, s, s), np.uint8), np.zeros(n, np.int64)
+        np.array(images), np.zeros((n, s, s), np.float32), np.zeros((n, s, s), np.float32), np.zeros(n, np.int64)
     )
     with progress_bar(n, "unmask", progress) as bar:
         for start, x in batches(images, batch_size, device):
@@ -95,6 +95,6 @@ def unmask_images(
                 index = start + rows.nonzero()[:, 0].cpu().numpy()
                 result.restored[index] = to_uint8(unmasked.restored)
                 result.occlusion[index] = unmasked.occlusion[:, 0].cpu().numpy()
-                result.region[index] = (unmasked.region[:, 0] > 0).byte().cpu().numpy()
+                result.region[index] = unmasked.region[:, 0].float().cpu().numpy()
             bar.update(len(x))
     return result
