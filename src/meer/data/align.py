@@ -74,7 +74,6 @@ def align_face(
     return aligned, matrix, transform_points(landmarks5, matrix)
 
 
-
 def paste_back(photo: np.ndarray, crop: np.ndarray, weight: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """``photo`` with ``crop``'s pixels blended back in where they came from: ``photo * (1 - W) +
     warp(weight * crop)``, W the warped ``weight``.
