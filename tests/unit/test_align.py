@@ -96,14 +96,15 @@ def test_paste_back_puts_the_crops_pixels_where_they_came_from():
     matrix = similarity(0.2, 0.5, -20.0, -10.0)  # a face twice the crop's size, turned a little
     crop = np.full((56, 56, 3), 77, np.float32)
     weight = np.zeros((56, 56), np.float32)
-    np.testing.assert_array_equal(paste_back(photo, crop, weight, matrix), photo)  # nothing to put back
+    # nothing to put back
+    np.testing.assert_array_equal(paste_back(photo, weight[..., None] * crop, weight, matrix), photo)
     weight[20:40, 10:30] = 1.0
-    pasted = paste_back(photo, crop, weight, matrix)
+    pasted = paste_back(photo, weight[..., None] * crop, weight, matrix)
     changed = (pasted != photo).any(axis=2)
     inside = np.round(transform_points([[20.0, 30.0]], cv2.invertAffineTransform(matrix))[0]).astype(int)
     assert (pasted[inside[1], inside[0]] == 77).all()  # the middle of the box comes back as the crop's colour
     box = np.round(transform_points([[9, 19], [30, 19], [30, 40], [9, 40]], cv2.invertAffineTransform(matrix)))
     reach = cv2.fillConvexPoly(np.zeros(photo.shape[:2], np.uint8), box.astype(np.int32), 1).astype(bool)
     assert changed.sum() > 0.9 * 4 * 20 * 20 and not (changed & ~reach).any()  # ~4 photo px a crop px
-    half = paste_back(photo, crop, weight * 0.5, matrix)[inside[1], inside[0]].astype(int)
+    half = paste_back(photo, weight[..., None] * 0.5 * crop, weight * 0.5, matrix)[inside[1], inside[0]].astype(int)
     np.testing.assert_allclose(half, (photo[inside[1], inside[0]].astype(int) + 77) / 2, atol=1)

@@ -92,7 +92,7 @@ class UnmaskResult:
     mask_type: str
     aligned: np.ndarray = field(repr=False)
     face: Face = field(repr=False)
-    region: np.ndarray = field(repr=False, default=None)
+    region: np.ndarray = field(repr=False)
 
     def in_photo(self, photo: str | os.PathLike | bytes | Image.Image | np.ndarray) -> np.ndarray:
         """The photo the face was found in (what was given to ``unmask``), uint8 ``[H, W, 3]``, with
@@ -100,11 +100,8 @@ class UnmaskResult:
         is made at the model's input size, so on a large face it comes back soft."""
         if self.face.matrix is None:
             raise ValueError("the face was given aligned: there is no photo to put the restoration back into")
-        if self.region is None:
-            raise ValueError("this result does not say which pixels were repainted")
-        weight = self.region[..., None]
-        # the generated pixels: restored = weight * generated + (1 - weight) * aligned
-        generated = (self.restored - (1 - weight) * self.aligned) / np.maximum(weight, 1e-6)
+        # restored = weight * generated + (1 - weight) * aligned: the first term goes back
+        generated = self.restored - (1 - self.region[..., None]) * self.aligned
         return paste_back(load_image(photo), generated, self.region, self.face.matrix)
 
 

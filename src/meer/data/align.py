@@ -74,25 +74,25 @@ def align_face(
     return aligned, matrix, transform_points(landmarks5, matrix)
 
 
-def paste_back(photo: np.ndarray, crop: np.ndarray, weight: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """``photo`` with ``crop``'s pixels blended back in where they came from: ``photo * (1 - W) +
-    warp(weight * crop)``, W the warped ``weight``.
+def paste_back(photo: np.ndarray, pixels: np.ndarray, weight: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """``photo`` with crop pixels blended back in where they came from: ``photo * (1 - W) +
+    warp(pixels)``, W the warped ``weight``.
 
     photo:  uint8 [H, W, 3] the photo that ``matrix`` [2, 3] (photo -> crop) aligned
-    crop:   [S, S, 3] pixels in the aligned frame (0-255)
+    pixels: [S, S, 3] in the aligned frame, already weighted: ``weight * crop`` (0-255)
     weight: [S, S] in [0, 1], how much of each crop pixel replaces the photo's
     Photo pixels that no weight reaches are returned as they are. A crop smaller than the face
     in the photo comes back enlarged, as soft as it was.
     """
     height, width = photo.shape[:2]
     inverse = cv2.invertAffineTransform(np.asarray(matrix, np.float64))
-    weight = np.asarray(weight, np.float32)
 
-    def warp(pixels: np.ndarray) -> np.ndarray:
-        return cv2.warpAffine(pixels, inverse, (width, height), flags=cv2.INTER_LINEAR, borderValue=0)
+    def warp(image: np.ndarray) -> np.ndarray:
+        return cv2.warpAffine(np.asarray(image, np.float32), inverse, (width, height), flags=cv2.INTER_LINEAR,
+                              borderValue=0)
 
-    pixels, alpha = warp(weight[..., None] * np.asarray(crop, np.float32)), warp(weight)[..., None]
-    return np.where(alpha > 0, np.clip(np.round(photo * (1 - alpha) + pixels), 0, 255), photo).astype(np.uint8)
+    blended = photo * (1 - warp(weight)[..., None]) + warp(pixels)
+    return np.clip(np.round(blended), 0, 255).astype(np.uint8)
 
 
 # Where the detector (MTCNN) puts the 5 landmarks inside its own face box, as shares of the
