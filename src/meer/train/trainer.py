@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import platform
 import random
 import sys
@@ -68,8 +69,10 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     if deterministic:
+        # cuBLAS is deterministic only with a fixed workspace, read when its first handle is
+        # made: a process that has already run a product on the GPU must have set it itself
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=False)
-        torch.backends.cudnn.benchmark = False
 
 
 def build_nets(cfg: Config, num_classes: int) -> Nets:
@@ -229,6 +232,7 @@ class Trainer:
         self.env: DistEnv = init_distributed(cfg.train.device)
         # Every rank builds identical weights; randomness after that differs by rank.
         seed_everything(cfg.train.seed, cfg.train.deterministic)
+        torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark and not cfg.train.deterministic
         self.faces = contiguous_labels(faces if faces is not None else load_faces(cfg))
         self.num_classes = self.faces.num_identities
         self.probabilities = sampling_probabilities(self.faces, cfg)
