@@ -10,7 +10,7 @@
 # installed); logs go to $OUT (default runs/cuda-check). Each part has its own time limit, so
 # one that hangs leaves the others' figures.
 #
-#   bash bench/cuda_check.sh            # about 8 minutes on an H200
+#   bash bench/cuda_check.sh            # under 10 minutes on an H200
 set -u
 OUT=${OUT:-runs/cuda-check}
 mkdir -p "$OUT"
@@ -26,25 +26,25 @@ part environment
   nproc; } 2>&1 | tee "$OUT/environment.txt"
 
 part "speed at the real scale"
-timeout 270 $PY bench/throughput.py --cuda --only training --only inference 2>&1 | tee "$OUT/throughput.txt"
+timeout 200 $PY bench/throughput.py --cuda --only training --only inference 2>&1 | tee "$OUT/throughput.txt"
 part "training steps without cuDNN autotuning"
-timeout 150 $PY bench/throughput.py --cuda --only training --set train.cudnn_benchmark=false 2>&1 \
+timeout 100 $PY bench/throughput.py --cuda --only training --set train.cudnn_benchmark=false 2>&1 \
   | tee "$OUT/throughput-no-autotune.txt"
 
 part "GPU tests"
-timeout 300 $PY -m pytest -p no:cacheprovider -q -m gpu tests/integration/test_cuda.py -rA --durations=8 \
+timeout 150 $PY -m pytest -p no:cacheprovider -q -m gpu tests/integration/test_cuda.py -rA --durations=8 \
   --deselect tests/integration/test_cuda.py::test_compiled_training_matches_eager_training 2>&1 | tee "$OUT/tests.txt"
 
 part "meer train --config iresnet50, end to end"
 run=/tmp/meer-cuda-e2e
 rm -rf "$run"
-timeout 240 $PY -m meer train --config iresnet50 --out "$run" --quiet \
+timeout 120 $PY -m meer train --config iresnet50 --out "$run" --quiet \
   --set data.source=synthetic --set data.synthetic_identities=1000 --set data.synthetic_images_per_identity=4 \
   --set data.workers="$(( $(nproc) - 2 ))" --set train.log_every=50 --set train.ckpt_every=100000 \
   --set optim.warmup_steps=50 --set train.tensorboard=false \
-  --set "stages=[{name: recognition, steps: 300, train: [backbone, decouple, centres], losses: [recognition]},
-{name: synthesis, steps: 150, train: [generator, discriminator], losses: [synthesis]},
-{name: joint, steps: 150, train: [backbone, decouple, centres, generator, discriminator],
+  --set "stages=[{name: recognition, steps: 200, train: [backbone, decouple, centres], losses: [recognition]},
+{name: synthesis, steps: 100, train: [generator, discriminator], losses: [synthesis]},
+{name: joint, steps: 100, train: [backbone, decouple, centres, generator, discriminator],
 losses: [recognition, synthesis, feedback], lr_scale: 0.1}]" 2>&1 | tail -25 | tee "$OUT/e2e.txt"
 $PY - "$run" <<'EOF' 2>&1 | tee -a "$OUT/e2e.txt"
 import json, sys
