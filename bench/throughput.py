@@ -103,7 +103,7 @@ def top_operators(step, steps: int, top: int, device) -> list[tuple[str, float, 
     return [(e.key, getattr(e, attribute) / steps / 1000, 100 * getattr(e, attribute) / total) for e in events[:top]]
 
 
-def measure_inference(layers: list[str], profile: dict, overrides: tuple[str, ...] = ()) -> dict:
+def measure_inference(layers: list[str], profile: dict, overrides: tuple[str, ...] = (), top: int = 0) -> dict:
     """Embedding latency for one batch: MEER (backbone, decoupling module, head) against the bare
     backbone with its head, in eager PyTorch; and MEER in ONNX Runtime (CPU), fp32."""
     import tempfile
@@ -145,9 +145,12 @@ def measure_inference(layers: list[str], profile: dict, overrides: tuple[str, ..
             session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
             feed = {"images": images.numpy()}
             onnx = timed(lambda: session.run(None, feed), rounds, device)
-    return {"eager_ms": eager * 1000, "backbone_ms": bare * 1000, "onnx_ms": onnx * 1000, "batch": batch,
-            "flop_ratio": flop_ratio,
-            "model": f"{cfg.model.backbone} x{cfg.model.width} at {size}, batch {batch}"}
+    out = {"eager_ms": eager * 1000, "backbone_ms": bare * 1000, "onnx_ms": onnx * 1000, "batch": batch,
+           "flop_ratio": flop_ratio, "model": f"{cfg.model.backbone} x{cfg.model.width} at {size}, batch {batch}"}
+    if top:
+        with torch.no_grad():
+            out["top"] = top_operators(lambda: network(images), rounds["steps"], top, device)
+    return out
 
 
 def measure_masks(count: int = 2000, size: int = 112) -> dict:
@@ -200,7 +203,7 @@ def child(args: argparse.Namespace) -> None:
         print(json.dumps(measure_masks()))
     elif args.what.startswith("inference"):
         overrides = SHIPPED if args.what == "inference-shipped" else ()
-        print(json.dumps(measure_inference([profile["base"]], profile, overrides)))
+        print(json.dumps(measure_inference([profile["base"]], profile, overrides, args.top)))
     else:
         template, stage = SYSTEMS[args.what]
         layers = [t.format(**profile) for t in template]
@@ -292,12 +295,18 @@ def inference(profile: str, args: argparse.Namespace) -> None:
     print("\n| embedding, eager fp32, one batch | MEER ms | bare backbone ms | FLOP ratio | time ratio | target | met "
           "| ONNX Runtime ms |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |")
-    for what in ("inference", "inference-shipped"):
-        r = run_child(profile, what, overrides=args.overrides)
+    rows = [run_child(profile, what, args.top, args.overrides) for what in ("inference", "inference-shipped")]
+    for r in rows:
         ratio = r["eager_ms"] / r["backbone_ms"]
         onnx = "n/a (CPU only)" if math.isnan(r["onnx_ms"]) else f"{r['onnx_ms']:.1f}"
         print(f"| {r['model']} | {r['eager_ms']:.1f} | {r['backbone_ms']:.1f} | {r['flop_ratio']:.3f} | {ratio:.3f} "
               f"| <= {target:.2f} | {'yes' if ratio <= target else 'no'} | {onnx} |")
+    for r in rows:
+        if r.get("top"):
+            print(f"\nembedding, {r['model']}: operators with the most self time, per batch")
+            for op, ms, share in r["top"]:
+                print(f"  {op:<40} {ms:8.2f} ms  {share:5.1f}%")
+
 
 if __name__ == "__main__":
     main()

@@ -267,7 +267,7 @@ class TrainConfig:
     compile: bool = False
     accumulation: int = 1
     deterministic: bool = False
-    cudnn_benchmark: bool = True  # CUDA: time each convolution's algorithms once, keep the fastest (not when deterministic)
+    cudnn_benchmark: bool = False  # CUDA: time each convolution's algorithms once, keep the fastest (not when deterministic)
     log_every: int = 50
     ckpt_every: int = 1000
     keep_checkpoints: int = 2

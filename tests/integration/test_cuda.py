@@ -91,7 +91,9 @@ def test_the_shipped_model_on_the_device_gives_the_cpu_s_answers():
 
 
 def test_a_killed_deterministic_run_resumes_to_the_same_losses(tiny_config, tiny_faces, monkeypatch):
-    extra = [stages(20, 20, 10), *on_device("train.precision=bf16", "train.deterministic=true"),
+    """Bit for bit on the CPU; on CUDA to rounding: PyTorch has no deterministic backward pass
+    for bilinear upsampling or adaptive pooling there, and this model uses both."""
+    extra = [stages(20, 20, 10), *on_device("train.deterministic=true"),
              "train.ckpt_every=5", "train.keep_checkpoints=1"]
     reference = Trainer(tiny_config(*extra, run="reference"), tiny_faces, progress=False).fit(resume=False)
     cfg = tiny_config(*extra)
@@ -112,9 +114,10 @@ def test_a_killed_deterministic_run_resumes_to_the_same_losses(tiny_config, tiny
     resumed = Trainer(cfg, tiny_faces, progress=False).fit(resume=True)
     tail = [r for r in reference if r["stage"] == "joint" or (r["stage"] == "synthesis" and r["step"] > 5)]
     assert [(r["stage"], r["step"]) for r in resumed] == [(r["stage"], r["step"]) for r in tail]
+    rtol = 1e-3 if DEVICE == "cuda" else 1e-5
     for a, b in zip(resumed, tail):
         for key in ("total", "pix", "id", "d_loss"):
-            np.testing.assert_allclose(a[key], b[key], rtol=1e-5, err_msg=f"{a['stage']} {a['step']} {key}")
+            np.testing.assert_allclose(a[key], b[key], rtol=rtol, err_msg=f"{a['stage']} {a['step']} {key}")
 
 
 def test_compiled_training_matches_eager_training(tiny_config, tiny_faces):
