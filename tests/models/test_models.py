@@ -15,8 +15,24 @@ from meer.models.generator import (
     composite,
 )
 from meer.models.heads import CombinedMargin, MarginSoftmaxLoss, make_margin
-from meer.models.layers import grad_reverse
+from meer.models.layers import grad_reverse, upsample
 from meer.models.meer import MEER
+
+
+def test_upsample_is_bilinear_interpolation_bit_for_bit_in_the_input_s_layout():
+    import torch.nn.functional as F
+
+    x = torch.randn(4, 64, 7, 7, requires_grad=True)
+    reference = F.interpolate(x, size=(14, 14), mode="bilinear", align_corners=False)
+    out = upsample(x, (14, 14))
+    assert torch.equal(out, reference) and out.is_contiguous()
+    last = upsample(x.contiguous(memory_format=torch.channels_last), (13, 15))
+    assert last.is_contiguous(memory_format=torch.channels_last) and not last.is_contiguous()
+    assert torch.equal(last, F.interpolate(x, size=(13, 15), mode="bilinear", align_corners=False))
+    grad = torch.randn_like(out)
+    (mine,) = torch.autograd.grad(out, x, grad)
+    (theirs,) = torch.autograd.grad(reference, x, grad)
+    torch.testing.assert_close(mine, theirs)
 
 
 @pytest.mark.parametrize("name", sorted(LAYERS))

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from meer.models.layers import conv_bn_act, grad_reverse
+from meer.models.layers import conv_bn_act, grad_reverse, upsample
 
 
 @dataclass
@@ -72,7 +72,7 @@ class MaskDecoupling(nn.Module):
         if self.use_prev:
             if prev is None:
                 raise ValueError("this MaskDecoupling was built to read the previous feature map")
-            up = F.interpolate(x, size=prev.shape[-2:], mode="bilinear", align_corners=False)
+            up = upsample(x, prev.shape[-2:])
             occlusion_logits = self.occlusion_head(torch.cat([prev, up], 1))
         else:
             occlusion_logits = self.occlusion_head(x)

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from meer.models.layers import upsample
+
 
 class UpBlock(nn.Module):
     """Bilinear up to the skip's size (x2 for IResNet; no checkerboard), concatenate the gated
@@ -30,7 +32,7 @@ class UpBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        x = upsample(x, skip.shape[-2:])
         return self.body(torch.cat([x, skip], 1))
 
 
@@ -96,11 +98,11 @@ class GatedUpBlock(nn.Module):
                 extra: torch.Tensor | None = None) -> torch.Tensor:
         """``extra``: features ``[B, cout, h, w]`` added to the skip's projection (resized to it)."""
         size = skip.shape[-2:]
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        x = upsample(x, size)
         hole = F.adaptive_avg_pool2d(occlusion, size)
         projected = self.project(skip * (1.0 - hole))
         if extra is not None:
-            projected = projected + F.interpolate(extra, size=size, mode="bilinear", align_corners=False)
+            projected = projected + upsample(extra, size)
         return self.body(torch.cat([x, projected, hole], 1))
 
 

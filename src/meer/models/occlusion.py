@@ -12,8 +12,9 @@ of the model frozen (``bench/train_occlusion.py``).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from meer.models.layers import upsample
 
 
 def conv(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
@@ -51,4 +52,4 @@ def resize(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """``x`` resized bilinearly to the height and width of ``like`` (as it is when they match)."""
     if x.shape[-2:] == like.shape[-2:]:
         return x
-    return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
+    return upsample(x, like.shape[-2:])
