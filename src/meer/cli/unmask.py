@@ -53,13 +53,19 @@ def save_image(path: str | Path, pixels) -> Path:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from meer.data.photos import load_image
+
     for path in (args.output, args.occlusion, args.aligned_output, args.in_photo):
         if path:
             image_format(path)  # a bad suffix fails before the model runs
     if args.in_photo and args.aligned:
         raise ValueError("--in-photo needs a photo, not an --aligned crop")
     model = load_from_args(args)
-    result = model.unmask(args.image, aligned=args.aligned, flip=args.flip)
+    if args.aligned:
+        result = model.unmask(args.image, aligned=True, flip=args.flip)
+    else:  # decoded once: the face is found in it, and --in-photo puts the restoration back into it
+        photo = load_image(args.image)
+        result = model.unmask(model.face(photo, name=args.image), flip=args.flip)
     written = {"output": str(save_image(args.output, result.restored))}
     if args.occlusion:
         grey = np.round(result.occlusion * 255).astype(np.uint8)
@@ -67,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if args.aligned_output:
         written["aligned_output"] = str(save_image(args.aligned_output, result.aligned))
     if args.in_photo:
-        written["in_photo"] = str(save_image(args.in_photo, result.in_photo(args.image)))
+        written["in_photo"] = str(save_image(args.in_photo, result.in_photo(photo)))
     if args.json:
         print_json({**written, "mask_detected": result.mask_detected, "restored": result.mask_detected,
                     "mask_type": result.mask_type,
