@@ -91,8 +91,8 @@ def request(url, files=(), fields=(), content_type=None, body=None, method="POST
         return err.code, json.loads(err.read())
 
 
-def decode(data_url: str) -> Image.Image:
-    assert data_url.startswith("data:image/png;base64,")
+def decode(data_url: str, kind: str = "png") -> Image.Image:
+    assert data_url.startswith(f"data:image/{kind};base64,")
     return Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1])))
 
 
@@ -111,9 +111,11 @@ def test_verify_with_face_images(server, faces):
         assert face["filename"] == name and face["num_faces"] == 1
         assert decode(face["aligned"]).size == (32, 32) and isinstance(face["mask_detected"], bool)
         # a restoration only where the (briefly trained) model finds a mask
-        assert ("restored" in face) == face["mask_detected"]
+        assert ("restored" in face) == ("in_photo" in face) == face["mask_detected"]
         if face["mask_detected"]:
             assert decode(face["restored"]).size == (32, 32)
+            # the photo around the face (box grown by half its size each way), the restoration in it
+            assert decode(face["in_photo"], "jpeg").format == "JPEG" and max(decode(face["in_photo"], "jpeg").size) <= 280
     status, plain = request(server + "api/verify", [("a", "a.png", a), ("b", "b.png", b)])
     assert status == 200 and "aligned" not in plain["faces"][0] and plain["score"] == answer["score"]
 
@@ -163,6 +165,12 @@ def test_unmask_and_embed(server, faces):
     status, answer = request(server + "api/unmask", [("image", "a.png", encode(photo(*faces[2])))])
     assert status == 200 and isinstance(answer["mask_detected"], bool) and answer["mask_type"]
     assert decode(answer["restored"]).size == (32, 32) and decode(answer["occlusion"]).mode == "L"
+    assert (answer["in_photo"] is None) != answer["mask_detected"]
+    if answer["mask_detected"]:
+        assert decode(answer["in_photo"], "jpeg").format == "JPEG"
+    crop = encode(photo(*faces[2])[100:164, 100:164])
+    status, aligned = request(server + "api/unmask", [("image", "crop.png", crop)], [("aligned", "true")])
+    assert status == 200 and aligned["in_photo"] is None  # a pre-aligned crop has no photo around it
     files = [("image", f"{i}.png", encode(photo(*face))) for i, face in enumerate(faces[:2])]
     status, answer = request(server + "api/embed", files)
     embeddings = np.array(answer["embeddings"])
@@ -218,9 +226,11 @@ def test_page_compares_two_uploaded_photos(server, faces, browser, tmp_path):
     )
     # each face: its aligned crop, then a restoration only where the (briefly trained) model finds a mask
     shown = [alt for alt, _ in sizes]
-    assert all(w == 32 for _, w in sizes)
+    assert all(w == 32 for alt, w in sizes if alt != "restored, in the photo")
+    assert all(0 < w <= 280 for alt, w in sizes if alt == "restored, in the photo")
+    restorations = ["restored (mask removed)", "restored, in the photo"]
     assert shown == [alt for face in expected["faces"]
-                     for alt in ["aligned face", *(["restored (mask removed)"] if face["mask_detected"] else [])]]
+                     for alt in ["aligned face", *(restorations if face["mask_detected"] else [])]]
     titles = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#faces h3")]
     assert titles == ["First photo: first.png", "Second photo: second.png"]
 
@@ -246,3 +256,18 @@ def test_oversized_upload_gets_its_413_answer_50_times_in_a_row(server):
 def test_gallery_endpoints_without_a_gallery(server):
     status, answer = request(server + "api/people", body=None, method="GET")
     assert status == 409 and answer["error"]["code"] == "no_gallery" and "--gallery" in answer["error"]["message"]
+
+
+def test_around_face_is_the_square_about_the_box_cut_at_the_edges_and_shrunk():
+    from meer.web.app import around_face
+
+    photo = np.zeros((300, 400, 3), np.uint8)
+    photo[:, :, 0] = np.arange(400)[None] // 2  # red says the column, green the row
+    photo[:, :, 1] = np.arange(300)[:, None] // 2
+    crop = around_face(photo, (150, 100, 250, 180), margin=0.5, side=1000)
+    assert crop.shape == (200, 200, 3)  # the longer side (100) doubled, centred on (200, 140)
+    assert tuple(crop[0, 0, :2]) == (50, 20) and tuple(crop[-1, -1, :2]) == (149, 119)
+    edge = around_face(photo, (0, 0, 60, 80), margin=0.5, side=1000)
+    assert edge.shape == (120, 110, 3)  # the square from (-50, -40) is cut at the photo's corner
+    small = around_face(photo, (150, 100, 250, 180), margin=0.5, side=64)
+    assert small.shape == (64, 64, 3)

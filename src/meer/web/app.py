@@ -5,8 +5,8 @@ Endpoints (uploads are ``multipart/form-data``; every answer is JSON):
 * ``GET  /api/health``  model and limits;
 * ``POST /api/verify``  files ``a`` and ``b`` -> score, decision, threshold, both faces;
 * ``POST /api/unmask``  file ``image`` -> mask verdict and the aligned / restored (null when no mask
-  was found) / occlusion
-  crops as PNG data URLs;
+  was found) / occlusion crops as PNG data URLs, and ``in_photo``: the photo around the face
+  with the restoration put back, a JPEG data URL (null when no mask was found, or for an aligned crop);
 * ``POST /api/embed``   one or more files ``image`` -> unit embeddings;
 * ``POST /api/identify`` file ``image`` (optional ``top_k``) -> the person or ``null`` for
   unknown, the score, the identification threshold and the top candidates;
@@ -22,7 +22,7 @@ need the service's token (``meer serve --token`` or ``MEER_TOKEN``) as ``Authori
 TOKEN``; a service started without a token is read-only.
 
 Optional form fields: ``aligned=true`` (the uploads are pre-aligned crops) and, for verify,
-``images=true`` (add each face's aligned and restored crops, as the page does).
+``images=true`` (add each face's aligned and restored crops and its ``in_photo``, as the page does).
 
 Rules: a photo with several faces is answered for its main face (the largest, unless a slightly
 smaller one is much nearer the centre) and the face's ``num_faces`` says so. Errors are
@@ -66,6 +66,8 @@ from meer.api import (
     ImageTooLargeError,
     NoFaceError,
     NotAnImageError,
+    UnmaskResult,
+    load_image,
 )
 from meer.gallery import (
     DuplicateNameError,
@@ -123,13 +125,29 @@ def _input_error(err: ValueError, field: str) -> ApiError:
     return ApiError(400, "bad_request", str(err), field)
 
 
-def png_data_url(pixels: np.ndarray) -> str:
-    """uint8 ``[H, W, 3]`` or ``[H, W]`` -> ``data:image/png;base64,...``."""
+def png_data_url(pixels: np.ndarray, format: str = "PNG") -> str:
+    """uint8 ``[H, W, 3]`` or ``[H, W]`` -> ``data:image/png;base64,...`` (or another Pillow format)."""
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    Image.fromarray(pixels).save(buffer, format=format)
+    return f"data:image/{format.lower()};base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def around_face(photo: np.ndarray, box, margin: float = 0.5, side: int = 280) -> np.ndarray:
+    """The square of ``photo`` centred on a face's ``box`` (x0, y0, x1, y1), ``1 + 2 * margin``
+    times the box's longer side (cut at the photo's edges), shrunk to at most ``side`` pixels."""
+    from PIL import Image
+
+    x0, y0, x1, y1 = box
+    half = (0.5 + margin) * max(x1 - x0, y1 - y0)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    height, width = photo.shape[:2]
+    left, top = max(0, round(cx - half)), max(0, round(cy - half))
+    right, bottom = min(width, round(cx + half)), min(height, round(cy + half))
+    crop = Image.fromarray(photo[top:bottom, left:right])
+    crop.thumbnail((side, side), Image.Resampling.LANCZOS)
+    return np.asarray(crop)
 
 
 def _flag(form: FormData, name: str) -> bool:
@@ -206,6 +224,15 @@ class _Service:
         except ValueError as err:
             raise _input_error(err, field) from None
 
+    def in_photo(self, result: UnmaskResult, upload: UploadFile) -> str | None:
+        """The photo around the face with the restoration put back (JPEG); None when nothing was
+        restored or the upload was an aligned crop."""
+        if not result.mask_detected or result.face.matrix is None:
+            return None
+        upload.file.seek(0)
+        photo = load_image(upload.file.read(), self.limits.max_pixels)
+        return png_data_url(around_face(result.in_photo(photo), result.face.box), "JPEG")
+
     def describe(self, face: Face, upload: UploadFile, field: str, images: bool) -> dict[str, Any]:
         """JSON for one face; with ``images`` also its crops and the unmasking verdict."""
         out = {"field": field, "filename": upload.filename, **face.to_dict()}
@@ -216,6 +243,8 @@ class _Service:
                 out.update(mask_detected=result.mask_detected, mask_type=result.mask_type)
                 if result.mask_detected:  # a restoration of a bare face is only a degraded copy
                     out["restored"] = png_data_url(result.restored)
+                    if (in_photo := self.in_photo(result, upload)) is not None:
+                        out["in_photo"] = in_photo
         return out
 
     def check_token(self, request: Request) -> None:
@@ -299,6 +328,7 @@ class _Service:
                 # only where a mask was found; otherwise the page says there was nothing to restore
                 "restored": png_data_url(result.restored) if result.mask_detected else None,
                 "occlusion": png_data_url(np.round(result.occlusion * 255).astype(np.uint8)),
+                "in_photo": self.in_photo(result, upload),
             }
 
         return JSONResponse(await self.run(work))
