@@ -129,6 +129,10 @@ def test_enroll_then_identify(capsys, checkpoint, photos, tmp_path):
         (["identify", "{photos}/people/ann/1.png", "-g", "{photos}/blank.png"], "not a meer embeddings file"),
         (["embed", "{photos}/nowhere", "-o", "{photos}/e.safetensors"], "nowhere does not exist"),
         (["enroll", "{photos}/blank.png", "-o", "{photos}/g.safetensors"], "blank.png is not a folder"),
+        (["unmask", "{photos}/people/ann/1.png", "-o", "{photos}/x.png", "--device", "gpu"],
+         "'gpu' is not a torch device (cpu, cuda, cuda:1, mps, ...)"),
+        # no CUDA here; on a GPU machine: "this machine has 1 CUDA device(s)"
+        (["verify", "{photos}/people/ann/1.png", "{photos}/people/ann/1.png", "--device", "cuda:99"], "device 'cuda:99': "),
     ],
 )
 def test_bad_inputs_fail_with_one_line(capsys, checkpoint, photos, argv, message):

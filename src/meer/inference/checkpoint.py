@@ -189,11 +189,28 @@ def load_train_state(path: str | os.PathLike) -> dict[str, Any]:
     return torch.load(find_checkpoint(path) / TRAIN_STATE, map_location="cpu", weights_only=True)
 
 
+def torch_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device this machine has; a one-line ValueError otherwise."""
+    try:
+        found = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{device!r} is not a torch device (cpu, cuda, cuda:1, mps, ...)") from None
+    if found.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: no CUDA device here (torch {torch.__version__})")
+        if found.index is not None and found.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if found.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r}: no MPS device here")
+    return found
+
+
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[MEER, Config, dict[str, Any]]:
     """The inference network of a checkpoint (folder or run folder) or release, in eval mode.
 
     Returns (model, config, checkpoint state). Reads only safetensors and JSON.
     """
+    device = torch_device(device)
     meta = read_state(path)
     cfg = config_from_dict(meta["config"])
     # the checkpoint holds every weight: no need for (nor dependency on) pretrained files
