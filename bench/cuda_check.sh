@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU check in one go, for a machine with one CUDA device (BENCHMARKS.md section 3b):
 #   1. the speed targets at the real scale: IResNet-50, 112x112, batch 128, bf16 (bench/throughput.py --cuda),
-#      and the training steps again without cuDNN's autotuning;
+#      and bilinear upsampling in the two layouts (bench/upsample_layout.py --cuda);
 #   2. the GPU tests (pytest -m gpu): mixed precision, the loss scaler, GPU vs CPU answers,
 #      deterministic resume, torch.compile;
 #   3. `meer train --config iresnet50` end to end on synthetic faces: images/s with the data
@@ -27,9 +27,8 @@ part environment
 
 part "speed at the real scale"
 timeout 200 $PY bench/throughput.py --cuda --only training --only inference 2>&1 | tee "$OUT/throughput.txt"
-part "training steps without cuDNN autotuning"
-timeout 100 $PY bench/throughput.py --cuda --only training --set train.cudnn_benchmark=false 2>&1 \
-  | tee "$OUT/throughput-no-autotune.txt"
+part "bilinear upsampling: the default layout against channels-last"
+timeout 100 $PY bench/upsample_layout.py --cuda --repeat 20 2>&1 | tee "$OUT/upsample-layout.txt"
 
 part "GPU tests"
 timeout 150 $PY -m pytest -p no:cacheprovider -q -m gpu tests/integration/test_cuda.py -rA --durations=8 \
