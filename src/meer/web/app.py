@@ -125,8 +125,8 @@ def _input_error(err: ValueError, field: str) -> ApiError:
     return ApiError(400, "bad_request", str(err), field)
 
 
-def png_data_url(pixels: np.ndarray, format: str = "PNG") -> str:
-    """uint8 ``[H, W, 3]`` or ``[H, W]`` -> ``data:image/png;base64,...`` (or another Pillow format)."""
+def data_url(pixels: np.ndarray, format: str = "PNG") -> str:
+    """uint8 ``[H, W, 3]`` or ``[H, W]`` -> ``data:image/png;base64,...`` (or the Pillow ``format`` named)."""
     from PIL import Image
 
     buffer = io.BytesIO()
@@ -231,18 +231,18 @@ class _Service:
             return None
         upload.file.seek(0)
         photo = load_image(upload.file.read(), self.limits.max_pixels)
-        return png_data_url(around_face(result.in_photo(photo), result.face.box), "JPEG")
+        return data_url(around_face(result.in_photo(photo), result.face.box), "JPEG")
 
     def describe(self, face: Face, upload: UploadFile, field: str, images: bool) -> dict[str, Any]:
         """JSON for one face; with ``images`` also its crops and the unmasking verdict."""
         out = {"field": field, "filename": upload.filename, **face.to_dict()}
         if images:
-            out["aligned"] = png_data_url(face.aligned)
+            out["aligned"] = data_url(face.aligned)
             if self.model.has_generator:
                 result = self.model.unmask(face)
                 out.update(mask_detected=result.mask_detected, mask_type=result.mask_type)
                 if result.mask_detected:  # a restoration of a bare face is only a degraded copy
-                    out["restored"] = png_data_url(result.restored)
+                    out["restored"] = data_url(result.restored)
                     if (in_photo := self.in_photo(result, upload)) is not None:
                         out["in_photo"] = in_photo
         return out
@@ -324,10 +324,10 @@ class _Service:
                 "mask_detected": result.mask_detected,
                 "mask_type": result.mask_type,
                 "face": {"filename": upload.filename, **result.face.to_dict()},
-                "aligned": png_data_url(result.aligned),
+                "aligned": data_url(result.aligned),
                 # only where a mask was found; otherwise the page says there was nothing to restore
-                "restored": png_data_url(result.restored) if result.mask_detected else None,
-                "occlusion": png_data_url(np.round(result.occlusion * 255).astype(np.uint8)),
+                "restored": data_url(result.restored) if result.mask_detected else None,
+                "occlusion": data_url(np.round(result.occlusion * 255).astype(np.uint8)),
                 "in_photo": self.in_photo(result, upload),
             }
 
