@@ -31,10 +31,12 @@ def grad_reverse(x: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
 def upsample(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
     """Bilinear resize of ``[B, C, h, w]`` to ``size`` (``align_corners=False``), in the layout of ``x``.
 
-    It runs in the channels-last layout, which gives the same numbers bit for bit: for the
-    small, deep maps MEER resizes, PyTorch's default-layout kernels are slow (on CUDA one
-    thread per output pixel, looping over batch x channels: 16 of the 32 ms of an IResNet-50
-    embedding batch on an H200; on the CPU about 3x this; BENCHMARKS.md section 3b).
+    It runs in the channels-last layout, which gives the same numbers to float32 rounding (bit
+    for bit for the decoupling module's maps; the CPU kernel's vector arithmetic can differ in
+    the last bit on larger ones): for the small, deep maps MEER resizes, PyTorch's
+    default-layout kernels are slow (on CUDA one thread per output pixel, looping over
+    batch x channels: 16 of the 32 ms of an IResNet-50 embedding batch on an H200; on the CPU
+    about 3x this; BENCHMARKS.md section 3b).
     """
     layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
     out = F.interpolate(x.contiguous(memory_format=torch.channels_last), size=size, mode="bilinear", align_corners=False)
