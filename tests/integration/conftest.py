@@ -3,6 +3,7 @@ import pytest
 
 from meer.config import load_config
 from meer.data.synthetic import SyntheticFaces
+from meer.train.trainer import Trainer
 
 TINY = [
     "model.width=0.125", "model.input_size=32", "model.embedding_dim=32", "model.generator_width=8",
@@ -38,3 +39,20 @@ def loss_means(history, stage, key, first=True, n=2):
     values = [r[key] for r in history if r["stage"] == stage]
     chosen = values[:n] if first else values[-n:]
     return float(np.mean(chosen))
+
+
+def killed_after(cfg, faces, steps: int, monkeypatch) -> None:
+    """Train ``cfg`` from scratch and stop it after ``steps`` optimiser steps, as a kill would:
+    what was checkpointed by then is all that survives."""
+    original, calls = Trainer.train_step, {"n": 0}
+
+    def crash(self, state, batches):
+        calls["n"] += 1
+        if calls["n"] > steps:
+            raise KeyboardInterrupt
+        return original(self, state, batches)
+
+    monkeypatch.setattr(Trainer, "train_step", crash)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg, faces, progress=False).fit(resume=False)
+    monkeypatch.setattr(Trainer, "train_step", original)

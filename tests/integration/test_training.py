@@ -10,7 +10,7 @@ import torch
 from meer.inference import checkpoint as ckpt
 from meer.train.trainer import Trainer
 
-from .conftest import loss_means, stages
+from .conftest import killed_after, loss_means, stages
 
 
 def test_each_stage_lowers_its_losses(tiny_config, tiny_faces):
@@ -50,19 +50,7 @@ def test_killed_run_resumes_and_reproduces_the_uninterrupted_losses(tiny_config,
     reference = Trainer(tiny_config(*extra, run="reference"), tiny_faces, progress=False).fit(resume=False)
 
     cfg = tiny_config(*extra)
-    original = Trainer.train_step
-    calls = {"n": 0}
-
-    def crash_after_27(self, state, batches):
-        calls["n"] += 1
-        if calls["n"] > 27:  # synthesis step 8; the last checkpoint is synthesis step 5
-            raise KeyboardInterrupt
-        return original(self, state, batches)
-
-    monkeypatch.setattr(Trainer, "train_step", crash_after_27)
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(cfg, tiny_faces, progress=False).fit(resume=False)
-    monkeypatch.setattr(Trainer, "train_step", original)
+    killed_after(cfg, tiny_faces, 27, monkeypatch)  # at synthesis step 8; the last checkpoint is synthesis step 5
     assert ckpt.latest_checkpoint(cfg.train.out_dir).name == "step_00000025"
 
     resumed = Trainer(cfg, tiny_faces, progress=False).fit(resume=True)

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from meer.inference import checkpoint as ckpt
 from meer.train.trainer import Trainer
 
-from .conftest import stages
+from .conftest import killed_after, stages
 
 WEIGHTS = [
     "loss.rec=1.3", "loss.rec_clean=0.7", "loss.occ=0.9", "loss.mask=0.4", "loss.dec=0.3", "loss.pix=2.5",
@@ -186,18 +186,7 @@ def test_resume_restores_the_cosine_schedule(tiny_config, tiny_faces, monkeypatc
     assert all(a > b for a, b in zip(lrs, lrs[1:])), f"the cosine schedule does not fall: {lrs}"
 
     cfg = tiny_config(*extra)
-    original, calls = Trainer.train_step, {"n": 0}
-
-    def crash_after_4(self, state, batches):
-        calls["n"] += 1
-        if calls["n"] > 4:
-            raise KeyboardInterrupt
-        return original(self, state, batches)
-
-    monkeypatch.setattr(Trainer, "train_step", crash_after_4)
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(cfg, tiny_faces, progress=False).fit(resume=False)
-    monkeypatch.setattr(Trainer, "train_step", original)
+    killed_after(cfg, tiny_faces, 4, monkeypatch)
     resumed = Trainer(cfg, tiny_faces, progress=False).fit(resume=True)
     assert [r["step"] for r in resumed] == [4, 5, 6]
     assert [r["lr"] for r in resumed] == pytest.approx(lrs[3:], rel=1e-9)
