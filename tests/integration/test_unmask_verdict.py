@@ -83,12 +83,17 @@ def test_the_restoration_goes_back_into_the_photo(tmp_path_factory, model):
     np.testing.assert_array_equal(bare.in_photo(picture), picture)
     steer(model, "cloth")
     result = finder.unmask(picture)
-    pasted = result.in_photo(encode(picture))  # the photo as given: here its PNG bytes
+    pasted = result.in_photo(encode(picture), beyond_crop=False)  # the photo as given: here its PNG bytes
     assert pasted.shape == picture.shape and result.region.max() == 1.0
     to_photo = cv2.invertAffineTransform(result.face.matrix)
     reach = cv2.warpAffine(result.region, to_photo, picture.shape[1::-1]) > 0
     changed = (pasted != picture).any(axis=2)
     assert changed.sum() > 0.5 * reach.sum() and not (changed & ~reach).any()
+    # beyond the crop, the repair touches only pixels next to the region (within 0.18 of the crop's side)
+    repaired = result.in_photo(picture)
+    side = result.region.shape[0] / np.sqrt(abs(np.linalg.det(result.face.matrix[:, :2])))  # in photo px
+    near = cv2.distanceTransform((~reach).astype(np.uint8), cv2.DIST_L2, 5) <= 0.18 * side + 3
+    assert not ((repaired != pasted).any(axis=2) & ~near).any()
     # a pixel deep inside the repainted region shows the restored crop, enlarged
     y, x = np.argwhere(cv2.erode(result.region, np.ones((3, 3))) == 1.0)[0]
     px, py = np.round(cv2.transform(np.array([[[x, y]]], np.float64), to_photo)[0, 0]).astype(int)

@@ -7,6 +7,8 @@ from meer.data.align import (
     align_face,
     estimate_similarity,
     frame_crop,
+    inpaint,
+    mask_beyond_crop,
     paste_back,
     transform_points,
 )
@@ -108,3 +110,51 @@ def test_paste_back_puts_the_crops_pixels_where_they_came_from():
     assert changed.sum() > 0.9 * 4 * 20 * 20 and not (changed & ~reach).any()  # ~4 photo px a crop px
     half = paste_back(photo, weight[..., None] * 0.5 * crop, weight * 0.5, matrix)[inside[1], inside[0]].astype(int)
     np.testing.assert_allclose(half, (photo[inside[1], inside[0]].astype(int) + 77) / 2, atol=1)
+
+
+def test_mask_beyond_crop_finds_the_strip_below_the_crop_and_leaves_the_face():
+    rng = np.random.default_rng(5)
+    photo = np.clip(rng.normal((200, 160, 130), 6, (300, 300, 3)), 0, 255).astype(np.uint8)
+    blue = lambda shape: np.clip(rng.normal((40, 70, 200), 6, shape + (3,)), 0, 255).astype(np.uint8)  # noqa: E731
+    # the cheeks and the neck in shadow, darker than the face above: the repainted region reaches
+    # them, the mask's colours must not include them
+    photo[140:, 40:260] = np.clip(rng.normal((120, 85, 70), 6, (160, 220, 3)), 0, 255).astype(np.uint8)
+    photo[150:270, 80:220] = blue((120, 140))  # the mask runs 26 px past the crop's lower edge (y 244)
+    eyes = [(114, 122), (184, 122)]  # where the template's eyes land, painted the mask's colour
+    for x, y in eyes:
+        photo[y - 5 : y + 5, x - 5 : x + 5] = blue((10, 10))
+        photo[y:150, x - 2 : x + 2] = blue((150 - y, 4))  # joined to the mask, as shadows join eyes to it
+    photo[280:, :30] = blue((20, 30))  # the same colour far from the face
+    matrix = similarity(0.0, 0.5, -19.0, -10.0)  # the 112 px crop covers x 38-262, y 20-244
+    occlusion = np.zeros((112, 112), np.float32)
+    occlusion[65:, 21:91] = 1.0
+    region = cv2.dilate(occlusion, np.ones((13, 13)))  # the repainted region reaches past the mask
+    beyond = mask_beyond_crop(photo, region, occlusion, matrix)
+    strip = np.zeros_like(beyond)
+    strip[246:270, 82:218] = True
+    assert beyond[strip].mean() > 0.9
+    reached = cv2.warpAffine(region, cv2.invertAffineTransform(matrix), (300, 300)) > 0.5
+    assert not (beyond & reached).any()  # only what the crop's region does not cover
+    mask = np.zeros_like(beyond)
+    mask[150:270, 80:220] = True
+    near = cv2.dilate(mask.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+    assert not (beyond & ~near).any()  # neither the face (eyes and the lines to them) nor the far patch
+    assert np.array_equal(mask_beyond_crop(photo, region, occlusion, matrix), beyond)  # the same answer again
+    # too little mask to learn its colours from: nothing
+    assert not mask_beyond_crop(photo, region * 0, occlusion, matrix).any()
+
+
+def test_inpaint_fills_holes_from_their_surroundings_at_any_scale():
+    image = np.zeros((120, 160, 3), np.uint8)
+    image[:, :80] = (200, 30, 30)
+    image[:, 80:] = (30, 200, 30)
+    holes = np.zeros((120, 160), bool)
+    holes[50:70, 20:50] = True
+    spoiled = image.copy()
+    spoiled[holes] = (0, 0, 255)
+    for scale in (1.0, 4.0):
+        filled = inpaint(spoiled, holes, scale)
+        assert np.abs(filled[holes].astype(int) - (200, 30, 30)).max() <= 8, scale
+        grown = cv2.dilate(holes.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=int(scale) + 1).astype(bool)
+        assert np.array_equal(filled[~grown], spoiled[~grown]), scale  # the rest as it was
+    assert inpaint(spoiled, np.zeros_like(holes)) is spoiled

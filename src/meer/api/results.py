@@ -10,7 +10,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-from meer.data.align import paste_back
+from meer.data.align import inpaint, mask_beyond_crop, paste_back
 from meer.data.photos import load_image
 
 
@@ -94,15 +94,26 @@ class UnmaskResult:
     face: Face = field(repr=False)
     region: np.ndarray = field(repr=False)
 
-    def in_photo(self, photo: str | os.PathLike | bytes | Image.Image | np.ndarray) -> np.ndarray:
+    def in_photo(self, photo: str | os.PathLike | bytes | Image.Image | np.ndarray, beyond_crop: bool = True) -> np.ndarray:
         """The photo the face was found in (what was given to ``unmask``), uint8 ``[H, W, 3]``, with
-        the repainted region warped back into it; every other pixel is the photo's. The restoration
-        is made at the model's input size, so on a large face it comes back soft."""
+        the repainted region warped back into it. The restoration is made at the model's input size,
+        so on a large face it comes back soft.
+
+        The crop ends at the chin and the ears, so with ``beyond_crop`` the parts of the mask next to
+        the region that it misses (the strip under the chin, ear loops; :func:`mask_beyond_crop`)
+        are filled from their surroundings by OpenCV's Telea inpainting. Every other pixel is the
+        photo's."""
         if self.face.matrix is None:
             raise ValueError("the face was given aligned: there is no photo to put the restoration back into")
+        photo = load_image(photo)
         # restored = weight * generated + (1 - weight) * aligned: the first term goes back
         generated = self.restored - (1 - self.region[..., None]) * self.aligned
-        return paste_back(load_image(photo), generated, self.region, self.face.matrix)
+        pasted = paste_back(photo, generated, self.region, self.face.matrix)
+        if not beyond_crop or not self.region.any():
+            return pasted
+        beyond = mask_beyond_crop(photo, self.region, self.occlusion, self.face.matrix)
+        photo_px_per_crop_px = float(np.sqrt(abs(np.linalg.det(self.face.matrix[:, :2])))) ** -1
+        return inpaint(pasted, beyond, photo_px_per_crop_px)
 
 
 class Match(NamedTuple):

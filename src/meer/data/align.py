@@ -127,3 +127,85 @@ def frame_crop(
     side = min(height, width)
     corner = np.array([(width - side) / 2, (height - side) / 2], np.float32)
     return align_face(image, LANDMARKS_IN_BOX * side + corner, size, template)
+
+
+def mask_beyond_crop(
+    photo: np.ndarray, region: np.ndarray, occlusion: np.ndarray, matrix: np.ndarray, reach: float = 0.18
+) -> np.ndarray:
+    """Photo pixels of the mask that the crop's repainted ``region`` does not cover: the strip below
+    the crop's lower edge, ear loops, a rim the occlusion map missed.
+
+    OpenCV's GrabCut learns the mask's colours from the pixels the occlusion map is sure of and the face's from the
+    pixels that ``occlusion`` calls unmasked away from the crop's edges, then labels the pixels within
+    ``reach`` (a share of the crop's side) of the region; only parts joined to the region count.
+    photo: uint8 [H, W, 3]; region, occlusion: [S, S] in the aligned frame; matrix: photo -> crop.
+    Returns bool [H, W]; all False when the region is too small to learn from or the labelled part
+    grows larger than the region itself (a mask the colour of the clothes: better left than smeared).
+    """
+    height, width = photo.shape[:2]
+    size = region.shape[0]
+    inverse = cv2.invertAffineTransform(np.asarray(matrix, np.float64))
+    scale = float(np.sqrt(abs(np.linalg.det(inverse[:, :2]))))  # photo px per crop px
+    margin = reach * size * scale
+    corners = transform_points([[0, 0], [size, 0], [0, size], [size, size]], inverse)
+    x0, y0 = np.maximum(np.floor(corners.min(0) - margin), 0).astype(int)
+    x1, y1 = np.minimum(np.ceil(corners.max(0) + margin), [width, height]).astype(int)
+    shrink = min(1.0, 2 * size / max(x1 - x0, y1 - y0, 1) * (1 + 2 * reach))  # GrabCut on <= ~2x the crop's pixels
+    window = cv2.resize(photo[y0:y1, x0:x1], None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA)
+    h, w = window.shape[:2]
+    to_window = inverse.copy()
+    to_window[:, 2] -= (x0, y0)
+    to_window *= shrink
+
+    def warp(image: np.ndarray) -> np.ndarray:
+        return cv2.warpAffine(np.asarray(image, np.float32), to_window, (w, h), flags=cv2.INTER_LINEAR)
+
+    core = (warp(region) > 0.9) & (warp(occlusion) > 0.9)  # surely mask: the region is grown past it
+    if core.sum() < 50:
+        return np.zeros((height, width), bool)
+    covered = warp(region) > 0.5
+    distance = cv2.distanceTransform((~covered).astype(np.uint8), cv2.DIST_L2, 5)  # window px to the region
+    labels = np.full((h, w), cv2.GC_BGD, np.uint8)
+    labels[distance <= reach * size * scale * shrink] = cv2.GC_PR_BGD
+    # the face proper (eyes, brows, nose bridge) must not be taken: where the occlusion map calls its
+    # pixels unmasked they are the face's; the crop's side and lower edges (ears, chin) stay open
+    face = np.zeros((size, size), np.float32)
+    face[: int(0.9 * size), int(0.12 * size) : int(0.88 * size)] = 1
+    labels[(warp(face) > 0.5) & (warp(occlusion) < 0.1)] = cv2.GC_BGD
+    labels[core] = cv2.GC_FGD
+    models = np.zeros((1, 65)), np.zeros((1, 65))
+    cv2.setRNGSeed(0)  # GrabCut seeds its colour models with k-means++ on OpenCV's global generator
+    cv2.grabCut(np.ascontiguousarray(window[..., ::-1]), labels, None, *models, 4, cv2.GC_INIT_WITH_MASK)
+    found = (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
+    _, parts = cv2.connectedComponents(found.astype(np.uint8))
+    joined = np.isin(parts, np.unique(parts[core])) & found & ~covered
+    if joined.sum() > covered.sum():
+        return np.zeros((height, width), bool)
+    beyond = np.zeros((height, width), bool)
+    resized = cv2.resize(joined.astype(np.uint8), (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST)
+    beyond[y0:y1, x0:x1] = resized.astype(bool)
+    return beyond
+
+
+def inpaint(image: np.ndarray, holes: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """``image`` (uint8 [H, W, 3]) with the ``holes`` (bool [H, W]) filled from their surroundings by
+    OpenCV's Telea inpainting, done at ``1 / scale`` of the image's size (``scale`` > 1: the photo px
+    per crop px), so that a hole on a large face fills as smoothly as on a small one."""
+    if not holes.any():
+        return image
+    shrink = min(1.0, 1.0 / max(scale, 1e-6))
+    pad = int(np.ceil(8 / shrink))
+    ys, xs = np.nonzero(holes)
+    y0, x0 = max(ys.min() - pad, 0), max(xs.min() - pad, 0)
+    y1, x1 = min(ys.max() + pad + 1, image.shape[0]), min(xs.max() + pad + 1, image.shape[1])
+    window, hole = image[y0:y1, x0:x1], holes[y0:y1, x0:x1]
+    small = cv2.resize(window, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA)
+    small_hole = cv2.resize(hole.astype(np.uint8), small.shape[1::-1], interpolation=cv2.INTER_AREA) > 0
+    # a pixel more all round, for the hole's antialiased edge
+    small_hole = cv2.dilate(small_hole.astype(np.uint8), np.ones((3, 3), np.uint8))
+    filled = cv2.resize(cv2.inpaint(small, small_hole, 3, cv2.INPAINT_TELEA), window.shape[1::-1],
+                        interpolation=cv2.INTER_LINEAR)
+    grown = cv2.resize(small_hole, window.shape[1::-1], interpolation=cv2.INTER_NEAREST).astype(bool)
+    out = image.copy()
+    out[y0:y1, x0:x1][grown] = filled[grown]
+    return out
