@@ -217,23 +217,26 @@ class _Service:
             raise ApiError(400, "bad_request", f"malformed form: {err.message}") from None
 
     def face(self, upload: UploadFile, field: str, aligned: bool) -> Face:
+        return self.photo_face(upload, field, aligned)[1]
+
+    def photo_face(self, upload: UploadFile, field: str, aligned: bool) -> tuple[np.ndarray, Face]:
+        """The upload decoded, and its main face: the photo is what a restoration goes back into."""
         # messages call the upload what the client knows it by: its field and file name
         name = f"{field} ({upload.filename})" if upload.filename else field
         try:
-            return self.model.face(upload.file.read(), aligned, self.limits.max_pixels, name)
+            photo = load_image(upload.file.read(), self.limits.max_pixels, name)
+            return photo, self.model.face(photo, aligned, name=name)
         except ValueError as err:
             raise _input_error(err, field) from None
 
-    def in_photo(self, result: UnmaskResult, upload: UploadFile) -> str | None:
+    def in_photo(self, result: UnmaskResult, photo: np.ndarray) -> str | None:
         """The photo around the face with the restoration put back (JPEG); None when nothing was
         restored or the upload was an aligned crop."""
         if not result.mask_detected or result.face.matrix is None:
             return None
-        upload.file.seek(0)
-        photo = load_image(upload.file.read(), self.limits.max_pixels)
         return data_url(around_face(result.in_photo(photo), result.face.box), "JPEG")
 
-    def describe(self, face: Face, upload: UploadFile, field: str, images: bool) -> dict[str, Any]:
+    def describe(self, face: Face, photo: np.ndarray, upload: UploadFile, field: str, images: bool) -> dict[str, Any]:
         """JSON for one face; with ``images`` also its crops and the unmasking verdict."""
         out = {"field": field, "filename": upload.filename, **face.to_dict()}
         if images:
@@ -243,7 +246,7 @@ class _Service:
                 out.update(mask_detected=result.mask_detected, mask_type=result.mask_type)
                 if result.mask_detected:  # a restoration of a bare face is only a degraded copy
                     out["restored"] = data_url(result.restored)
-                    if (in_photo := self.in_photo(result, upload)) is not None:
+                    if (in_photo := self.in_photo(result, photo)) is not None:
                         out["in_photo"] = in_photo
         return out
 
@@ -298,7 +301,7 @@ class _Service:
         aligned, images = _flag(form, "aligned"), _flag(form, "images")
 
         def work():
-            faces = [self.face(upload, field, aligned) for field, upload in uploads.items()]
+            photos, faces = zip(*(self.photo_face(upload, field, aligned) for field, upload in uploads.items()))
             result = self.model.verify(faces[0], faces[1])
             return {
                 "same": result.same,
@@ -307,7 +310,8 @@ class _Service:
                 "calibrated": result.calibrated,
                 "setting": result.setting,
                 "masked": list(result.masked),
-                "faces": [self.describe(face, uploads[field], field, images) for face, field in zip(faces, uploads)],
+                "faces": [self.describe(face, photo, uploads[field], field, images)
+                          for face, photo, field in zip(faces, photos, uploads)],
             }
 
         return JSONResponse(await self.run(work))
@@ -319,7 +323,8 @@ class _Service:
         upload, aligned = _upload(form, "image"), _flag(form, "aligned")
 
         def work():
-            result = self.model.unmask(self.face(upload, "image", aligned))
+            photo, face = self.photo_face(upload, "image", aligned)
+            result = self.model.unmask(face)
             return {
                 "mask_detected": result.mask_detected,
                 "mask_type": result.mask_type,
@@ -328,7 +333,7 @@ class _Service:
                 # only where a mask was found; otherwise the page says there was nothing to restore
                 "restored": data_url(result.restored) if result.mask_detected else None,
                 "occlusion": data_url(np.round(result.occlusion * 255).astype(np.uint8)),
-                "in_photo": self.in_photo(result, upload),
+                "in_photo": self.in_photo(result, photo),
             }
 
         return JSONResponse(await self.run(work))
