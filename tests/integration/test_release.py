@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 import pytest
 import torch
 
@@ -81,3 +82,32 @@ def test_the_shipped_model_gives_its_recorded_embeddings():
     same = float(embeddings[0] @ embeddings[1])
     different = float(embeddings[0] @ embeddings[2])
     assert same > different
+
+
+def test_the_shipped_model_enrols_and_identifies(tmp_path, capsys):
+    """Galleries and embedding files record the model's fingerprint; a release (the shipped
+    model) has no state.json, so the fingerprint hashes its model.json and weights."""
+    from meer.gallery import enroll_photos, identify_photo, open_gallery
+
+    model = meer.load(detector=None)
+    assert len(model.fingerprint) == 16 and model.fingerprint == meer.load(detector=None).fingerprint
+    faces = SyntheticFaces(3, 2, 112, seed=4).generate()
+    people = {f"p{k}": [faces.images[i] for i in np.flatnonzero(faces.labels == k)] for k in range(3)}
+    gallery = model.enroll(people, aligned=True)
+    assert model.identify(people["p1"][0], gallery, aligned=True)[0].name == "p1"
+    store = open_gallery(tmp_path / "people.db", model)
+    enroll_photos(store, model, "p2", people["p2"], aligned=True)
+    assert identify_photo(store, model, people["p2"][1], aligned=True).name == "p2"
+    # another release of other weights is another model: its gallery is refused
+    other = shutil.copytree(default_model(), tmp_path / "other")
+    weights = other / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")  # the last byte of the last tensor
+    assert meer.load(other, detector=None).fingerprint != model.fingerprint
+    with pytest.raises(ValueError, match="another model"):
+        open_gallery(tmp_path / "people.db", meer.load(other, detector=None))
+    # and the CLI's embedding file
+    photos = tmp_path / "crops"
+    photos.mkdir()
+    Image.fromarray(faces.images[0]).save(photos / "a.png")
+    assert main(["embed", str(photos), "-o", str(tmp_path / "e.safetensors"), "--aligned"]) == 0
+    assert "1 embeddings" in capsys.readouterr().out

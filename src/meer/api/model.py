@@ -30,7 +30,7 @@ from meer.data.photos import (
     resize_aligned,
 )
 from meer.inference.batched import embed_images, mask_classes, unmask_images
-from meer.inference.checkpoint import STATE, find_checkpoint, load_model
+from meer.inference.checkpoint import RELEASE_CONFIG, RELEASE_WEIGHTS, STATE, find_checkpoint, is_release, load_model
 from meer.models.meer import MEER
 
 # A typical operating point of ArcFace-style cosine scores; only used when the checkpoint
@@ -105,10 +105,15 @@ class FaceModel:
 
     @property
     def fingerprint(self) -> str:
-        """Identifies the checkpoint (a hash of its ``state.json``: config, step, versions)."""
+        """Identifies the weights, for galleries and embedding files: a hash of a checkpoint's
+        ``state.json`` (config, step, versions), or of a release's ``model.json`` and weights (a
+        release made from a checkpoint may hold them in half precision or int8, so its embeddings
+        are not quite the checkpoint's)."""
         if self._fingerprint is None:
-            digest = hashlib.sha256((self.checkpoint / STATE).read_bytes()).hexdigest()
-            self._fingerprint = digest[:16]
+            digest = hashlib.sha256()
+            for name in (RELEASE_CONFIG, RELEASE_WEIGHTS) if is_release(self.checkpoint) else (STATE,):
+                digest.update((self.checkpoint / name).read_bytes())
+            self._fingerprint = digest.hexdigest()[:16]
         return self._fingerprint
 
     @property
