@@ -8,6 +8,7 @@ ONNX Runtime.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -52,11 +53,15 @@ def export_onnx(network: nn.Module, size: int, path: str | Path, max_batch: int 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # one INFO line per deduplicated weight
+    # "torchvision is not installed. Skipping torchvision::nms" (meer uses none of its operators)
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     network = network.eval().cpu().float()
     example = torch.zeros(2, 3, size, size)
     batch = torch.export.Dim("batch", min=1, max=max_batch)
-    program = torch.onnx.export(network, (example,), dynamo=True, input_names=["images"],
-                                dynamic_shapes=({0: batch},), verbose=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)  # torch's own deprecations, met inside export
+        program = torch.onnx.export(network, (example,), dynamo=True, input_names=["images"],
+                                    dynamic_shapes=({0: batch},), verbose=False)
     tmp = path.with_suffix(".onnx.tmp")
     program.save(str(tmp))
     tmp.replace(path)

@@ -520,21 +520,24 @@ def enroll_photos(
     gallery: GalleryStore,
     model: FaceModel,
     name: str,
-    photos: Sequence[ImageInput],
+    photos: ImageInput | Sequence[ImageInput],
     masked: bool | Sequence[bool] | None = None,
     aligned: bool = False,
     add: bool = False,
     max_pixels: int | None = None,
     sources: Sequence[str | None] | None = None,
 ) -> Person:
-    """Enrol ``name`` from photos: one template per photo, all stored in one transaction.
+    """Enrol ``name`` from photos (or one photo): one template per photo, all stored in one
+    transaction.
 
     masked: True/False for all photos, one flag per photo, or None to take the model's own mask
             verdict (its mask classifier; photos count as unmasked if the model has none).
     Any photo without a usable face stops the enrolment before anything is written.
     """
     name = check_name(name)
-    if not photos:
+    if isinstance(photos, (str, os.PathLike, bytes)) or (isinstance(photos, np.ndarray) and photos.ndim == 3):
+        photos = [photos]  # one photo, not a sequence of them
+    if not len(photos):
         raise GalleryError(f"no photos to enrol for {name!r}")
     faces = [model.face(photo, aligned, max_pixels=max_pixels) for photo in photos]
     embeddings = model.embed(faces)

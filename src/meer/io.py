@@ -17,18 +17,36 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     file (or nothing) behind.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise CannotWriteError(f"cannot write {path}: it is a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise CannotWriteError(f"cannot write {path}: {_reason(err)}") from None
     os.close(fd)
     try:
         write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual mode
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError) and not isinstance(err, CannotWriteError):  # disk full, ...
+            raise CannotWriteError(f"cannot write {path}: {_reason(err)}") from None
         raise
     return path
+
+
+class CannotWriteError(OSError):
+    """An output file could not be written (a read-only or full disk, a file where a folder is
+    needed, ...); the message names the file the caller asked for, not the temporary one."""
+
+
+def _reason(err: OSError) -> str:
+    if isinstance(err, (FileExistsError, NotADirectoryError)):
+        return "a file stands where a folder is needed on that path"
+    return err.strerror or str(err)
 
 
 def _umask() -> int:

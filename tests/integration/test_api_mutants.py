@@ -169,6 +169,8 @@ def test_enrolling_photos_counts_the_masked_ones_by_the_mask_classifier_without_
     model.network.generator.register_forward_hook(lambda *_: calls.append(1))
     person = enroll_photos(open_gallery(tmp_path / "g.db", model), model, "ann", crops(3), aligned=True)
     assert (person.templates, person.masked, calls) == (3, 3 if mask_class else 0, [])
+    # one photo given as itself, not in a list
+    assert enroll_photos(open_gallery(tmp_path / "g.db", model), model, "bob", crops(1)[0], aligned=True).templates == 1
 
 
 def test_unmask_says_when_no_mask_was_found_and_refuses_without_a_generator(model):
@@ -198,6 +200,17 @@ def test_identify_ranks_the_gallery_by_cosine_best_first(model):
     assert matches[0].name == "bob" and matches[0].score == pytest.approx(1.0, abs=1e-5)
     assert [m.score for m in matches] == pytest.approx(sorted(expected, reverse=True), abs=1e-6)
     assert len(model.identify(photos[1], gallery, top_k=2, aligned=True)) == 2
+
+
+def test_identify_reads_a_saved_gallery_and_wants_one_match_or_more(model, tmp_path):
+    photos = crops(3, seed=1)
+    gallery = model.enroll({"ann": [photos[0]], "bob": [photos[1]], "cy": [photos[2]]}, aligned=True)
+    saved = gallery.save(tmp_path / "people.safetensors")
+    assert model.identify(photos[1], saved, aligned=True) == model.identify(photos[1], gallery, aligned=True)
+    assert model.identify(photos[1], str(saved), top_k=1, aligned=True)[0].name == "bob"
+    for top_k in (0, -1):
+        with pytest.raises(ValueError, match=f"top_k must be at least 1, got {top_k}"):
+            model.identify(photos[1], gallery, top_k=top_k, aligned=True)
 
 
 def test_identify_keeps_the_gallery_order_between_equal_scores(model):

@@ -2,6 +2,7 @@
 with exit code 2 for the usual mistakes."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -133,6 +134,18 @@ def test_enroll_then_identify(capsys, checkpoint, photos, tmp_path):
          "'gpu' is not a torch device (cpu, cuda, cuda:1, mps, ...)"),
         # no CUDA here; on a GPU machine: "this machine has 1 CUDA device(s)"
         (["verify", "{photos}/people/ann/1.png", "{photos}/people/ann/1.png", "--device", "cuda:99"], "device 'cuda:99': "),
+        (["verify", "{photos}/people/ann/1.png", "{photos}/people/ann/1.png", "--device", "meta"],
+         "device 'meta' holds no numbers: choose cpu, cuda or mps"),
+        (["verify", "{photos}/people/ann/1.png", "{photos}/people/ann/1.png", "--device", "hpu"],
+         "device 'hpu': not available here"),
+        # outputs that cannot be written: named as given, not as the temporary file
+        (["unmask", "{photos}/people/ann/1.png", "-o", "{photos}/notes.jpg/x.png"],
+         "cannot write {photos}/notes.jpg/x.png: a file stands where a folder is needed"),
+        (["embed", "{photos}/people", "-o", "{photos}/people"], "cannot write {photos}/people: it is a folder"),
+        (["embed", "{photos}/people", "-o", "{photos}/blank.png"],
+         "{photos}/blank.png exists and is not a meer embeddings or gallery file: not overwritten"),
+        (["enroll", "{photos}/people", "-o", "{photos}/blank.png"], "blank.png exists and is not a meer embeddings"),
+        (["embed", "{photos}/people", "-o", "{photos}/notes.jpg/e.safetensors"], "cannot write {photos}/notes.jpg/e"),
     ],
 )
 def test_bad_inputs_fail_with_one_line(capsys, checkpoint, photos, argv, message):
@@ -141,6 +154,19 @@ def test_bad_inputs_fail_with_one_line(capsys, checkpoint, photos, argv, message
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith(f"meer {argv[0]}: error: ")
     assert message.format(photos=photos) in err
+
+
+def test_when_no_photo_is_usable_each_reason_is_given(capsys, checkpoint, photos, tmp_path):
+    (tmp_path / "nobody").mkdir()
+    shutil.copy(photos / "blank.png", tmp_path / "nobody" / "blank.png")
+    cases = [(["embed", str(photos / "blank.png"), str(photos / "notes.jpg"), "-o", str(tmp_path / "e.safetensors")],
+              "none of the 2 photos had a usable face"),
+             (["enroll", str(tmp_path), "-o", str(tmp_path / "people.db")], "nobody could be enrolled")]
+    for argv, message in cases:
+        code, out, err = run(capsys, *argv, "-m", checkpoint)
+        *reasons, last = err.splitlines()
+        assert code == 2 and out == "" and last.startswith(f"meer {argv[0]}: error: ") and message in last
+        assert any("blank.png: no face found" in line for line in reasons)
 
 
 @pytest.mark.parametrize("command", ["verify", "prepare"])
@@ -170,3 +196,22 @@ def test_wrong_checkpoint_fails_with_one_line(capsys, photos, tmp_path, monkeypa
     code, out, err = run(capsys, "verify", a, a, *model)
     assert code == 2 and out == "" and err.count("\n") == 1
     assert err.startswith("meer verify: error: ") and message in err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--pairs", "{tmp}/pairs.txt"], "--lfw-cache and --pairs go together"),
+        (["--synthetic", "--folds", "6-10"], "--folds selects LFW pairs: it needs --lfw-cache/--pairs"),
+        (["--synthetic", "--calibrate-identification", "2"], "takes a false-accept rate between 0 and 1, got 2"),
+        (["--masked-cache", "{tmp}/c", "--masked-root", "{tmp}/r", "--calibrate-identification", "0.01"],
+         "--calibrate-identification needs a verification protocol"),
+        (["--synthetic", "-o", "{tmp}/report.txt"], "a file stands there; the report is a folder"),
+    ],
+)
+def test_eval_checks_its_arguments_before_it_runs(capsys, tmp_path, argv, message):
+    (tmp_path / "report.txt").write_text("keep me")
+    code, out, err = run(capsys, "eval", str(tmp_path / "no-such-checkpoint"), *[a.format(tmp=tmp_path) for a in argv])
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith("meer eval: error: ") and message in err
+    assert (tmp_path / "report.txt").read_text() == "keep me"

@@ -5,9 +5,9 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 import pytest
 import torch
+from PIL import Image
 
 import meer
 from meer.api import default_model

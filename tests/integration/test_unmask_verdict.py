@@ -106,6 +106,8 @@ def test_the_restoration_goes_back_into_the_photo(tmp_path_factory, model):
     assert edge.sum() > 10 and np.abs(again - result.restored)[edge].mean() < 3
     with pytest.raises(ValueError, match="aligned"):
         finder.unmask(result.aligned, aligned=True).in_photo(picture)
+    with pytest.raises(ValueError, match=r"needs the photo the face was found in \(\d+x\d+ px\), not one of"):
+        result.in_photo(picture[:-8])
 
 
 @pytest.fixture(scope="module")

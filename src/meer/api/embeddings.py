@@ -69,7 +69,14 @@ class Gallery:
 
 
 def save_embeddings(path: str | os.PathLike, embeddings: np.ndarray, metadata: dict[str, str]) -> Path:
-    """Write ``embeddings`` [N, D] float32 with string ``metadata`` as one safetensors file."""
+    """Write ``embeddings`` [N, D] float32 with string ``metadata`` as one safetensors file. An
+    existing file is replaced only if it is one of these (a gallery or embeddings file): a photo
+    named by mistake is not overwritten."""
+    if Path(path).is_file():
+        try:
+            load_embeddings(path)
+        except ValueError:
+            raise ValueError(f"{path} exists and is not a meer embeddings or gallery file: not overwritten") from None
     tensors = {"embeddings": np.ascontiguousarray(embeddings, np.float32)}
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 

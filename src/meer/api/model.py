@@ -30,7 +30,14 @@ from meer.data.photos import (
     resize_aligned,
 )
 from meer.inference.batched import embed_images, mask_classes, unmask_images
-from meer.inference.checkpoint import RELEASE_CONFIG, RELEASE_WEIGHTS, STATE, find_checkpoint, is_release, load_model
+from meer.inference.checkpoint import (
+    RELEASE_CONFIG,
+    RELEASE_WEIGHTS,
+    STATE,
+    find_checkpoint,
+    is_release,
+    load_model,
+)
 from meer.models.meer import MEER
 
 # A typical operating point of ArcFace-style cosine scores; only used when the checkpoint
@@ -152,7 +159,8 @@ class FaceModel:
         found = align_photo(pixels, self.detector, self.input_size, self.config.model.alignment)
         if found is None:
             raise NoFaceError(f"no face found in {name or input_name(image)}")
-        return Face(found.crop, found.box, found.photo_landmarks, found.score, found.num_faces, source, found.matrix)
+        return Face(found.crop, found.box, found.photo_landmarks, found.score, found.num_faces, source, found.matrix,
+                    pixels.shape[1::-1])
 
     def _faces(self, images: ImageInput | Sequence[ImageInput], aligned: bool) -> list[Face]:
         if isinstance(images, np.ndarray) and images.ndim == 4:
@@ -261,11 +269,18 @@ class FaceModel:
             raise ValueError("nobody could be enrolled: no usable photos")
         return Gallery(names, np.stack(templates).astype(np.float32), counts, self.fingerprint, skipped)
 
-    def identify(self, probe: ImageInput, gallery: Gallery, top_k: int = 5, aligned: bool = False) -> list[Match]:
-        """The ``top_k`` gallery people most similar to the probe, best first.
+    def identify(
+        self, probe: ImageInput, gallery: Gallery | str | os.PathLike, top_k: int = 5, aligned: bool = False
+    ) -> list[Match]:
+        """The ``top_k`` gallery people most similar to the probe, best first. ``gallery``: a
+        :class:`Gallery` or the file :meth:`Gallery.save` wrote.
 
         The best match is the same person only if its score reaches :attr:`threshold`.
         """
+        if isinstance(gallery, (str, os.PathLike)):
+            gallery = Gallery.load(gallery)
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
         if gallery.model != self.fingerprint:
             raise ValueError(
                 f"the gallery was enrolled with another model ({gallery.model}, this one is "
@@ -305,6 +320,8 @@ def load(
     flip:       add the mirrored face's embedding (test-time augmentation). The stored
                 calibration is made without it, so leave it off unless you recalibrate.
     """
+    if str(device).startswith("meta"):
+        raise ValueError("device 'meta' holds no numbers: choose cpu, cuda or mps")
     folder = find_checkpoint(default_model() if checkpoint is None else checkpoint)
     network, config, _ = load_model(folder, device)
     return FaceModel(network, config, folder, read_calibration(folder), detector, flip)

@@ -25,6 +25,7 @@ class Face:
     num_faces: faces found in the photo (the main one is this one); 1 if pre-aligned
     source:    the file name, when the input was a path (for messages)
     matrix:    float64 [2, 3] the alignment, photo -> crop; None if pre-aligned
+    photo_size: (width, height) of the photo it was found in; None if pre-aligned
     """
 
     aligned: np.ndarray
@@ -34,6 +35,7 @@ class Face:
     num_faces: int = 1
     source: str | None = None
     matrix: np.ndarray | None = field(default=None, repr=False)
+    photo_size: tuple[int, int] | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready description (without the pixels)."""
@@ -106,6 +108,10 @@ class UnmaskResult:
         if self.face.matrix is None:
             raise ValueError("the face was given aligned: there is no photo to put the restoration back into")
         photo = load_image(photo)
+        if self.face.photo_size is not None and photo.shape[1::-1] != tuple(self.face.photo_size):
+            width, height = self.face.photo_size
+            raise ValueError(f"in_photo needs the photo the face was found in ({width}x{height} px), "
+                             f"not one of {photo.shape[1]}x{photo.shape[0]}")
         # restored = weight * generated + (1 - weight) * aligned: the first term goes back
         generated = self.restored - (1 - self.region[..., None]) * self.aligned
         pasted = paste_back(photo, generated, self.region, self.face.matrix)

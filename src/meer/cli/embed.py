@@ -68,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         except (ImageError, NoFaceError) as err:
             skipped.append({"path": str(path), "reason": str(err)})
     if not faces:
+        for item in skipped:
+            print(f"skipped {item['path']}: {item['reason']}", file=sys.stderr)
         raise MeerError(f"none of the {len(photos)} photos had a usable face")
     embeddings = model.embed(faces)
     metadata = {"format": FORMAT, "paths": json.dumps(names), "model": model.fingerprint}

@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
 def enroll_into_database(args: argparse.Namespace, model) -> int:
     from meer.api import ImageError, NoFaceError, image_files
+    from meer.cli import MeerError
     from meer.gallery import check_name, enroll_photos, open_gallery
 
     root = Path(args.folder)
@@ -75,6 +76,10 @@ def enroll_into_database(args: argparse.Namespace, model) -> int:
                 skipped.append({"input": str(folder), "reason": "no usable photo"})
                 continue
             enrolled[name] = enroll_photos(gallery, model, name, faces).to_dict()
+    if not enrolled and any(not item["reason"].endswith("is already enrolled") for item in skipped):
+        for item in skipped:
+            print(f"skipped {item['input']}: {item['reason']}", file=sys.stderr)
+        raise MeerError(f"nobody could be enrolled into {args.output}: no usable photo in any new person's folder")
     if args.json:
         print_json({"output": args.output, "people": enrolled, "skipped": skipped})
         return 0

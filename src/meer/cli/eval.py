@@ -72,12 +72,22 @@ def run(args: argparse.Namespace) -> int:
     )
     from meer.inference.checkpoint import find_checkpoint, load_model
 
-    if not (args.synthetic or args.lfw_cache or args.masked_cache):
-        raise MeerError("name at least one protocol: --synthetic, --lfw-cache/--pairs or --masked-cache/--masked-root")
     if bool(args.lfw_cache) != bool(args.pairs):
         raise MeerError("--lfw-cache and --pairs go together")
     if bool(args.masked_cache) != bool(args.masked_root):
         raise MeerError("--masked-cache and --masked-root go together")
+    if not (args.synthetic or args.lfw_cache or args.masked_cache):
+        raise MeerError("name at least one protocol: --synthetic, --lfw-cache/--pairs or --masked-cache/--masked-root")
+    if args.folds and not args.lfw_cache:
+        raise MeerError("--folds selects LFW pairs: it needs --lfw-cache/--pairs")
+    if args.calibrate_identification is not None:
+        if not 0 < args.calibrate_identification < 1:
+            raise MeerError(f"--calibrate-identification takes a false-accept rate between 0 and 1, "
+                            f"got {args.calibrate_identification:g}")
+        if not (args.synthetic or args.lfw_cache):
+            raise MeerError("--calibrate-identification needs a verification protocol (--synthetic or --lfw-cache)")
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise MeerError(f"-o {args.out}: a file stands there; the report is a folder")
     checkpoint = find_checkpoint(args.checkpoint)
     model, cfg, _ = load_model(checkpoint, args.device)
     progress = not args.quiet

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from meer.cli import number
 from meer.cli.inference import DETECTOR_HELP, detector_spec
 
 
@@ -14,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("source", help="image folder <identity>/<image>, train.rec folder/file, or verification .bin")
     parser.add_argument("-o", "--output", required=True, help="cache folder to write")
-    parser.add_argument("--size", type=int, default=112, help="side of the aligned crops (default 112)")
+    parser.add_argument("--size", type=number(int, 16), default=112, help="side of the aligned crops (default 112)")
     parser.add_argument(
         "--template", default="arcface", choices=["arcface", "dlib"],
         help="alignment: ArcFace's 5-point template (default) or dlib's face-chip framing "
@@ -35,13 +36,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--masked-list", metavar="FILE", help="a text file of the masked photos' keys "
                         "(<identity>/<file>, one per line), instead of --masked")
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: all CPU cores)")
+    parser.add_argument("--workers", type=number(int, 1), default=None, help="processes (default: all CPU cores)")
     parser.add_argument("--no-resume", action="store_true", help="start over, deleting a previous run's files")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from meer.cli import MeerError
     from meer.data.prepare import prepare_dataset
 
     report = prepare_dataset(
@@ -55,4 +57,6 @@ def run(args: argparse.Namespace) -> int:
         reasons[failure["reason"]] = reasons.get(failure["reason"], 0) + 1
     for reason, count in sorted(reasons.items(), key=lambda item: -item[1]):
         print(f"  {count} failed: {reason}")
+    if report.items and not report.aligned:
+        raise MeerError(f"no photo of {args.source} could be aligned (the reasons are above)")
     return 0

@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 
+from meer.cli import number
 from meer.cli.inference import add_model_arguments, load_from_args
 
 log = logging.getLogger(__name__)
@@ -27,11 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_arguments(parser, aligned=False, as_json=False)
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: 127.0.0.1, this machine only)")
-    parser.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
-    parser.add_argument("--max-upload-mb", type=float, default=10.0, help="request size limit (default: 10)")
-    parser.add_argument("--max-megapixels", type=float, default=40.0,
+    parser.add_argument("--port", type=number(int, 0, 65535), default=8000, help="port (default: 8000; 0 picks a free one)")
+    parser.add_argument("--max-upload-mb", type=number(float, above=0), default=10.0, help="request size limit (default: 10)")
+    parser.add_argument("--max-megapixels", type=number(float, above=0), default=40.0,
                         help="image size limit, width x height (default: 40)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads for inference (default: torch's choice)")
+    parser.add_argument("--threads", type=number(int, 1), help="torch CPU threads for inference (default: torch's choice)")
     parser.add_argument("--gallery", "-g", metavar="FILE",
                         help="gallery database for enrol / identify (created if missing; e.g. people.db)")
     parser.add_argument("--token", default=os.environ.get(ENV_TOKEN),

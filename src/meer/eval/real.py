@@ -45,7 +45,7 @@ def pair_rows(cache: FaceCache, pairs: PairList, folds: Sequence[int] | None = N
 def _pair_rows(cache: FaceCache, pairs: PairList, folds: Sequence[int] | None):
     keep = np.ones(len(pairs), bool) if folds is None else np.isin(pairs.fold, list(folds))
     if not keep.any():
-        raise ValueError(f"no pairs in folds {list(folds or [])}")
+        raise ValueError(f"no pairs in folds {[f + 1 for f in folds or []]} (numbered from 1)")
     first = [k for k, m in zip(pairs.first, keep) if m]
     second = [k for k, m in zip(pairs.second, keep) if m]
     rows_first, rows_second = cache.rows(first), cache.rows(second)
@@ -104,6 +104,9 @@ def masked_identification(
                            flip, progress, "embed gallery")
     probes = embed_images(model, cache.faces.subset(probe_rows[probe_ok]).resized(size).images, batch_size,
                           flip, progress, "embed probes")
+    people = len(np.unique(gallery_labels))
+    if people < 5:
+        raise ValueError(f"the masked protocol's gallery holds {people} people; rank-5 identification needs 5 or more")
     result = identify(probes, protocol.probe_labels[probe_ok], gallery, gallery_labels, ranks=(1, 5))
     counts = IdentificationCounts(
         probes=int(probe_ok.sum()), gallery=int(gallery_ok.sum()),

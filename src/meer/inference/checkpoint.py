@@ -202,7 +202,18 @@ def torch_device(device: str | torch.device) -> torch.device:
             raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     if found.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device {device!r}: no MPS device here")
+    if found.type not in ("cpu", "cuda", "mps", "meta") and not _backend_available(found.type):
+        raise ValueError(f"device {device!r}: not available here (meer runs on cpu, cuda or mps)")
     return found
+
+
+def _backend_available(kind: str) -> bool:
+    """Whether torch has a working backend ``torch.<kind>`` (xpu, ...) with a device."""
+    available = getattr(getattr(torch, kind, None), "is_available", None)
+    try:
+        return callable(available) and bool(available())
+    except (RuntimeError, AssertionError):
+        return False
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[MEER, Config, dict[str, Any]]:
