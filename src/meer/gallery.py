@@ -362,11 +362,11 @@ class GalleryStore:
     def rename(self, old: str, new: str) -> None:
         old, new = check_name(old), check_name(new)
         with self._write() as conn:
+            if conn.execute("SELECT 1 FROM people WHERE name = ?", (old,)).fetchone() is None:
+                raise UnknownPersonError(f"nobody called {old!r} is enrolled")
             if conn.execute("SELECT 1 FROM people WHERE name = ?", (new,)).fetchone() is not None:
                 raise DuplicateNameError(f"{new!r} is already enrolled")
-            changed = conn.execute("UPDATE people SET name = ?, updated_at = ? WHERE name = ?", (new, _now(), old))
-            if changed.rowcount == 0:
-                raise UnknownPersonError(f"nobody called {old!r} is enrolled")
+            conn.execute("UPDATE people SET name = ?, updated_at = ? WHERE name = ?", (new, _now(), old))
 
     def delete(self, name: str) -> int:
         """Remove a person and every template of theirs; returns how many templates went."""

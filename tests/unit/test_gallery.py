@@ -178,6 +178,8 @@ def test_names_are_unique(store):
         store.rename("bob", "ann")
     with pytest.raises(UnknownPersonError):
         store.rename("carl", "dan")
+    with pytest.raises(UnknownPersonError, match="nobody called 'carl'"):  # not "'ann' is already enrolled"
+        store.rename("carl", "ann")
     with pytest.raises(UnknownPersonError):
         store.delete("carl")
     assert [(p.name, p.templates) for p in store.people()] == [("ann", 1), ("bob", 1)]
