@@ -194,6 +194,14 @@ class OptimConfig:
             raise ValueError(f"optim.optimizer must be sgd or adamw, got {self.optimizer!r}")
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"optim.schedule must be cosine or constant, got {self.schedule!r}")
+        for key in ("lr", "gen_lr", "disc_lr", "head_lr_scale"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"optim.{key} must be positive, got {getattr(self, key)}")
+        for key in ("momentum", "weight_decay", "warmup_steps", "grad_clip"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"optim.{key} must be >= 0, got {getattr(self, key)}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"optim.betas must be two numbers in [0, 1), got {self.betas}")
 
 
 @dataclass
@@ -281,6 +289,9 @@ class TrainConfig:
             raise ValueError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
         if self.accumulation < 1:
             raise ValueError("train.accumulation must be >= 1")
+        for key in ("log_every", "ckpt_every", "keep_checkpoints"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"train.{key} must be >= 1, got {getattr(self, key)}")
 
 
 @dataclass
@@ -350,9 +361,11 @@ def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if path in _seen:
         raise ValueError(f"config base cycle: {' -> '.join(map(str, (*_seen, path)))}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise ValueError(f"{path}: not valid YAML ({err.__class__.__name__})") from err
+    if raw is None:
+        raise ValueError(f"{path} is empty: a config sets something (or names its base: base: tiny)")
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: a config must be a mapping at the top level")
     base = raw.pop("base", None)

@@ -145,6 +145,7 @@ def test_eval_calibrate_stores_the_pooled_threshold_the_api_uses(tmp_path, tmp_p
     assert main(["eval", str(folder), "--synthetic", "--calibrate", "M-U", "-o", str(tmp_path / "eval"),
                  "--quiet", "--json"]) == 0
     out = capsys.readouterr().out
+    assert (tmp_path / "eval" / "summary.md").read_text().startswith("# meer eval: step\n")  # the model evaluated
     stored = read_calibration(folder)
     assert stored.setting == "M-U" and stored.protocol == "synthetic M-U"
     assert f"calibrated threshold {stored.threshold:.4f}" in out

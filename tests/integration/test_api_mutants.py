@@ -350,7 +350,7 @@ def test_only_multipart_forms_are_read(app, content_type):
     body, _ = form([("image", "a.png", png(flat(0)))])
     status, answer, _ = post(app, "/api/embed", [body], content_type, len(body))
     assert (status, answer["error"]["code"]) == (415, "not_multipart")
-    assert answer["error"]["message"] == "send the images as multipart/form-data"
+    assert answer["error"]["message"] == "send the request as multipart/form-data"
 
 
 @pytest.mark.parametrize("files, code", [(3, "bad_request"), (2, None)])

@@ -215,3 +215,11 @@ def test_eval_checks_its_arguments_before_it_runs(capsys, tmp_path, argv, messag
     assert code == 2 and out == "" and err.count("\n") == 1
     assert err.startswith("meer eval: error: ") and message in err
     assert (tmp_path / "report.txt").read_text() == "keep me"
+
+
+def test_prepare_takes_one_way_of_naming_the_masked_photos(capsys, photos, tmp_path):
+    (tmp_path / "list.txt").write_text("ann/1.png\n")
+    code, out, err = run(capsys, "prepare", str(photos / "people"), "-o", str(tmp_path / "cache"),
+                         "--masked", "*_m.*", "--masked-list", str(tmp_path / "list.txt"))
+    assert code == 2 and err == "meer prepare: error: --masked and --masked-list are two ways to name the masked photos: give one\n"
+    assert not (tmp_path / "cache").exists()

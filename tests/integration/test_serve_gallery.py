@@ -66,6 +66,13 @@ def test_enrol_identify_rename_delete(gallery_server, faces):  # noqa: F811
     status, answer = request(url + "api/people/Bob%20Smith", body=b"", method="DELETE", headers=AUTH)
     assert status == 200 and answer == {"deleted": "Bob Smith", "templates": 1}
     assert set(people(url)) == {"ann"}
+    # a name with a slash can be renamed and deleted too, escaped or not
+    status, _ = request(url + "api/people/ann", fields=[("name", "A/N N")], method="PATCH", headers=AUTH)
+    assert status == 200 and set(people(url)) == {"A/N N"}
+    status, _ = request(url + "api/people/A%2FN%20N", fields=[("name", "ann/2")], method="PATCH", headers=AUTH)
+    assert status == 200 and set(people(url)) == {"ann/2"}
+    status, answer = request(url + "api/people/ann/2", body=b"", method="DELETE", headers=AUTH)
+    assert status == 200 and answer["deleted"] == "ann/2" and people(url) == {}
 
 
 def bomb() -> bytes:

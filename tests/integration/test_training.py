@@ -46,7 +46,8 @@ def test_checkpoint_round_trip_is_bit_exact(tiny_config, tiny_faces):
 
 
 def test_killed_run_resumes_and_reproduces_the_uninterrupted_losses(tiny_config, tiny_faces, monkeypatch):
-    extra = [stages(20, 20, 10), "train.deterministic=true", "train.ckpt_every=5", "train.keep_checkpoints=1"]
+    extra = [stages(20, 20, 10), "train.deterministic=true", "train.ckpt_every=5", "train.keep_checkpoints=1",
+             "train.log_every=1"]
     reference = Trainer(tiny_config(*extra, run="reference"), tiny_faces, progress=False).fit(resume=False)
 
     cfg = tiny_config(*extra)
@@ -59,6 +60,18 @@ def test_killed_run_resumes_and_reproduces_the_uninterrupted_losses(tiny_config,
     for a, b in zip(resumed, tail):
         for key in ("total", "pix", "id", "d_loss"):
             np.testing.assert_allclose(a[key], b[key], rtol=1e-5, err_msg=f"{a['stage']} {a['step']} {key}")
+    # the rows logged after the checkpoint by the killed run were dropped, then logged again
+    logged = [json.loads(line) for line in (Path(cfg.train.out_dir) / "history.jsonl").read_text().splitlines()]
+    assert [(r["stage"], r["step"]) for r in logged] == [(r["stage"], r["step"]) for r in reference]
+    run = json.loads((Path(cfg.train.out_dir) / "run.json").read_text())
+    assert [r["from"] for r in run["resumes"]] == ["step_00000025"] and "argv" in run
+
+
+def test_resuming_a_folder_of_another_model_is_refused(tiny_config, tiny_faces):
+    Trainer(tiny_config(stages(2, 0, 0)), tiny_faces, progress=False).fit(resume=False)
+    wider = tiny_config(stages(4, 0, 0), "model.width=0.5")
+    with pytest.raises(ValueError, match=r"holds another model \(model.width: 0.125 there, 0.5 now\)"):
+        Trainer(wider, tiny_faces, progress=False).fit(resume=True)
 
 
 def test_starting_over_sets_the_previous_run_aside(tiny_config, tiny_faces):

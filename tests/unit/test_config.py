@@ -55,6 +55,12 @@ def test_layered_files(tmp_path):
         ("model.pretrained=dlib", "needs backbone dlib_resnet, input_size 150 and embedding_dim 128"),
         ("teacher.kind=vgg", "teacher.kind must be one of"),
         ("teacher.kind=dlib", "reads 150x150 faces"),
+        ("train.ckpt_every=0", "train.ckpt_every must be >= 1, got 0"),
+        ("train.log_every=-1", "train.log_every must be >= 1, got -1"),
+        ("optim.disc_lr=-1", r"optim.disc_lr must be positive, got -1"),
+        ("optim.lr=0", "optim.lr must be positive, got 0"),
+        ("optim.warmup_steps=-5", "optim.warmup_steps must be >= 0, got -5"),
+        ("optim.betas=[0.5]", r"optim.betas must be two numbers in \[0, 1\)"),
     ],
 )
 def test_bad_values_fail_with_a_clear_message(override, message):
@@ -74,6 +80,10 @@ def test_missing_and_broken_files(tmp_path):
     broken.write_text("model: [unclosed\n")
     with pytest.raises(ValueError, match="not valid YAML"):
         load_config(str(broken))
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing yet\n")
+    with pytest.raises(ValueError, match="is empty"):
+        load_config(str(empty))
     cycle = tmp_path / "cycle.yaml"
     cycle.write_text("base: cycle.yaml\n")
     with pytest.raises(ValueError, match="cycle"):

@@ -130,7 +130,9 @@ def run(args: argparse.Namespace) -> int:
     calibration = read_calibration(checkpoint)
     stored = ({p.name: stored_threshold_accuracy(results[p.name].embeddings, p, calibration) for p in protocols}
               if calibration is not None else None)
-    write_report(out, cfg.train.out_dir, str(checkpoint), results, identification, extra, stored)
+    # the report's title: the model evaluated (<run>/step_N, or a release's folder), not where it trained
+    title = f"{checkpoint.parent.parent.name}/{checkpoint.name}" if checkpoint.parent.name == "checkpoints" else checkpoint.name
+    write_report(out, title, str(checkpoint), results, identification, extra, stored)
     if args.calibrate_identification is not None:
         if not protocols:
             raise MeerError("--calibrate-identification needs a verification protocol (--synthetic or --lfw-cache)")

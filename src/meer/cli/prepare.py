@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "frame as the face box and keep the crop, flagged",
     )
     parser.add_argument(
-        "--masked", default="masked_*", metavar="PATTERN",
+        "--masked", default=None, metavar="PATTERN",
         help="file names of photos showing a real mask, recorded per row for training (default: masked_*, "
         "case-insensitive; '' for none)",
     )
@@ -46,10 +46,12 @@ def run(args: argparse.Namespace) -> int:
     from meer.cli import MeerError
     from meer.data.prepare import prepare_dataset
 
+    if args.masked_list and args.masked is not None:
+        raise MeerError("--masked and --masked-list are two ways to name the masked photos: give one")
     report = prepare_dataset(
         args.source, args.output, size=args.size, template=args.template, detector=args.detector, no_face=args.no_face,
-        resume=not args.no_resume, progress=not args.quiet, workers=args.workers, masked=args.masked,
-        masked_list=args.masked_list,
+        resume=not args.no_resume, progress=not args.quiet, workers=args.workers,
+        masked="masked_*" if args.masked is None else args.masked, masked_list=args.masked_list,
     )
     print(report.summary())
     reasons: dict[str, int] = {}

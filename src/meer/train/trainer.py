@@ -30,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
 import meer
-from meer.config import RECOGNISER_GROUPS, Config, StageConfig
+from meer.config import RECOGNISER_GROUPS, Config, StageConfig, config_from_dict
 from meer.data.cutouts import MaskCutouts
 from meer.data.dataset import MaskedFaces, StepSampler, mask_renderer
 from meer.data.faceset import FaceSet, mix
@@ -468,12 +468,12 @@ class Trainer:
             self.set_aside_previous_run()
         if latest is not None:
             start_stage, start_step, restored = self.restore(latest)
-            if start_stage < len(stages):
+            if self.env.is_main and start_stage < len(stages):
                 log.info("resuming from %s (stage %s, step %d)", latest, stages[start_stage].name, start_step)
-            else:
+            elif self.env.is_main:
                 log.info("%s finished every stage; nothing left to train", latest)
         if self.env.is_main:
-            self.save_run_info()
+            self.save_run_info(resumed_from=latest)
         offset = sum(s.steps for s in stages[:start_stage])
         for index in range(start_stage, len(stages)):
             stage = stages[index]
@@ -495,8 +495,9 @@ class Trainer:
         stage, cfg = state.stage, self.cfg
         if first >= stage.steps:
             return
-        log.info("stage %d/%d %s: %d steps, training %s, losses %s", index + 1, len(cfg.stages), stage.name,
-                 stage.steps, ",".join(stage.train), ",".join(stage.losses))
+        if self.env.is_main:
+            log.info("stage %d/%d %s: %d steps, training %s, losses %s", index + 1, len(cfg.stages), stage.name,
+                     stage.steps, ",".join(stage.train), ",".join(stage.losses))
         accumulation = cfg.train.accumulation
         batches = iter(self.loader(offset * accumulation + first * accumulation))
         bar = None
@@ -569,23 +570,38 @@ class Trainer:
                 path.rename(target)
                 log.warning("starting over: moved the previous %s to %s", name, target)
 
-    def save_run_info(self) -> None:
+    def save_run_info(self, resumed_from: Path | None = None) -> None:
+        """``config.yaml`` and ``run.json`` (seed, versions, command line, ...). A resumed run keeps
+        what its first launch recorded and adds the resumption to ``run.json``'s ``resumes``."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         import yaml
 
         atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
-        atomic_write_json(
-            self.run_dir / "run.json",
-            {
-                "seed": self.cfg.train.seed,
-                "versions": versions(),
-                "world_size": self.env.world_size,
-                "device": str(self.env.device),
-                "num_identities": self.num_classes,
-                "num_images": len(self.faces),
-                "argv": sys.argv,
-            },
-        )
+        now = {
+            "seed": self.cfg.train.seed,
+            "versions": versions(),
+            "world_size": self.env.world_size,
+            "device": str(self.env.device),
+            "num_identities": self.num_classes,
+            "num_images": len(self.faces),
+            "argv": sys.argv,
+        }
+        info, path = now, self.run_dir / "run.json"
+        if resumed_from is not None and path.is_file():
+            info = json.loads(path.read_text())
+            info.setdefault("resumes", []).append(
+                {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "from": resumed_from.name, **now})
+        atomic_write_json(path, info)
+
+    def trim_history(self, index: int, step: int) -> None:
+        """Drop the logged rows after the checkpoint a run resumes from (they are logged again)."""
+        path = self.run_dir / "history.jsonl"
+        if not path.is_file():
+            return
+        rows = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        kept = [r for r in rows if (json.loads(r)["stage_index"], json.loads(r)["step"]) <= (index, step)]
+        if len(kept) < len(rows):
+            atomic_write_text(path, "".join(r + "\n" for r in kept))
 
     def save(self, index: int, step: int, state: StageState) -> None:
         tensors = self.weight_tensors()  # a collective call when the centres are sharded
@@ -627,6 +643,11 @@ class Trainer:
         meta = ckpt.read_state(path)
         if meta["num_classes"] != self.num_classes:
             raise ValueError(f"{path} was trained on {meta['num_classes']} identities, this data has {self.num_classes}")
+        then, now = dataclasses.asdict(config_from_dict(meta["config"]).model), dataclasses.asdict(self.cfg.model)
+        changed = [k for k in now if k not in ("pretrained", "init") and then.get(k) != now[k]]
+        if changed:
+            raise ValueError(f"{path} holds another model (model.{changed[0]}: {then.get(changed[0])!r} there, "
+                             f"{now[changed[0]]!r} now): train into another train.out_dir, or start over with --no-resume")
         tensors = ckpt.load_weights(path)
         self.nets.model.load_state_dict(ckpt.split_state(tensors, "model"))
         if self.nets.discriminator is not None:
@@ -639,6 +660,8 @@ class Trainer:
         if "cuda_rng" in train_state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(train_state["cuda_rng"])
         index, step = meta["stage_index"], meta["step"]
+        if self.env.is_main:
+            self.trim_history(index, step)
         if step >= self.cfg.stages[index].steps:  # the checkpoint closed its stage
             index, step, train_state = index + 1, 0, None
         return index, step, train_state

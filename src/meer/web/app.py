@@ -188,7 +188,7 @@ class _Service:
 
     async def read_form(self, request: Request, max_files: int) -> FormData:
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-            raise ApiError(415, "not_multipart", "send the images as multipart/form-data")
+            raise ApiError(415, "not_multipart", "send the request as multipart/form-data")
         limit = self.limits.max_upload_bytes
         declared = request.headers.get("content-length")
         over = declared is not None and declared.isdigit() and int(declared) > limit
@@ -405,8 +405,8 @@ class _Service:
 
     async def rename(self, request: Request) -> JSONResponse:
         gallery = self.need_gallery()
-        form = await self.read_form(request, max_files=0)
         self.check_token(request)
+        form = await self.read_form(request, max_files=0)
         old, new = _name(request.path_params["name"]), _name(_text(form, "name"))
 
         def work():
@@ -483,7 +483,8 @@ def create_app(
         Route("/api/identify", service.identify, methods=["POST"]),
         Route("/api/enroll", service.enroll, methods=["POST"]),
         Route("/api/people", service.people),
-        Route("/api/people/{name}", service.rename, methods=["PATCH"]),
-        Route("/api/people/{name}", service.delete, methods=["DELETE"]),
+        # {name:path}: a name may hold "/" (sent escaped or not)
+        Route("/api/people/{name:path}", service.rename, methods=["PATCH"]),
+        Route("/api/people/{name:path}", service.delete, methods=["DELETE"]),
     ]
     return Starlette(routes=routes, exception_handlers={ApiError: _api_error, HTTPException: _http_error})
