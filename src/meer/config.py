@@ -46,7 +46,7 @@ class ModelConfig:
     num_mask_types: int = 4  # none / surgical / n95 / cloth
     generator: bool = True
     generator_width: int = 32  # channels of the finest decoder level
-    generator_arch: str = "skip"  # skip (MEER's first decoder) | gated (gated convolutions, issue 15)
+    generator_arch: str = "skip"  # skip (MEER's first decoder) | gated (gated convolutions) | gated-encoder (the shipped one)
     discriminator_width: int = 64
     discriminator_layers: int = 3
     occlusion_threshold: float = 0.5  # predicted occlusion above this is repainted

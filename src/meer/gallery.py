@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from meer.api import Match
+from meer.api.results import photo_list
 
 if TYPE_CHECKING:
     from meer.api import FaceModel, ImageInput
@@ -535,9 +536,8 @@ def enroll_photos(
     Any photo without a usable face stops the enrolment before anything is written.
     """
     name = check_name(name)
-    if isinstance(photos, (str, os.PathLike, bytes)) or (isinstance(photos, np.ndarray) and photos.ndim == 3):
-        photos = [photos]  # one photo, not a sequence of them
-    if not len(photos):
+    photos = photo_list(photos)
+    if not photos:
         raise GalleryError(f"no photos to enrol for {name!r}")
     faces = [model.face(photo, aligned, max_pixels=max_pixels) for photo in photos]
     embeddings = model.embed(faces)

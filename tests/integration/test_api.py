@@ -132,6 +132,15 @@ def test_grey_and_rgba_arrays_are_converted():
     assert load_image(np.zeros((5, 7, 4), np.uint8)).shape == (5, 7, 3)
     with pytest.raises(ValueError, match="uint8"):
         load_image(np.zeros((5, 7, 3), np.float32))
+    with pytest.raises(meer.ImageTooLargeError, match="5x7 pixels"):  # arrays are held to the limit too
+        load_image(np.zeros((7, 5, 3), np.uint8), max_pixels=30)
+
+
+def test_a_16_bit_grey_photo_keeps_its_greys(tmp_path):
+    grey = np.linspace(0, 255, 12 * 10).reshape(12, 10).round().astype(np.uint8)
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "deep.png")  # Pillow opens it as I;16
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    np.testing.assert_array_equal(load_image(tmp_path / "deep.png"), np.repeat(grey[..., None], 3, axis=2))
 
 
 def test_pre_aligned_crops_skip_detection(model):
@@ -198,6 +207,21 @@ def test_enroll_identify_and_gallery_round_trip(model, faces, tmp_path):
     with pytest.raises(ValueError, match="another model"):
         model.identify(photo(*faces[0]), foreign)
 
+    # a person may be given one photo; a gallery database answers identify too, by best template
+    from meer.gallery import enroll_photos, open_gallery
+
+    assert model.enroll({"ann": photo(*faces[0])}).counts == [1]
+    store = open_gallery(tmp_path / "people.db", model)
+    enroll_photos(store, model, "ann", Image.fromarray(photo(*faces[0])))  # one PIL image
+    enroll_photos(store, model, "bob", [photo(*faces[1]), photo(*faces[2])])
+    for gallery_like in (store, tmp_path / "people.db"):
+        best = model.identify(photo(*faces[0]), gallery_like)
+        assert [m.name for m in best] == ["ann", "bob"] and best[0].score == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(TypeError, match="people: a folder or a mapping"):
+        model.enroll([photo(*faces[0])])
+    with pytest.raises(TypeError, match="gallery: a Gallery, a GalleryStore or the path of one"):
+        model.identify(photo(*faces[0]), None)
+
 
 def test_enroll_a_folder_skips_unusable_photos_when_asked(model, faces, tmp_path):
     write(tmp_path / "ann" / "1.png", photo(*faces[0]))
@@ -208,6 +232,9 @@ def test_enroll_a_folder_skips_unusable_photos_when_asked(model, faces, tmp_path
     gallery = model.enroll(tmp_path, skip_errors=True)
     assert gallery.names == ["ann", "bob"] and gallery.counts == [1, 1]
     assert [Path(source).name for source, _ in gallery.skipped] == ["blank.png"]
+    # a missing file is skipped like a photo without a face
+    gallery = model.enroll({"ann": [tmp_path / "ann" / "1.png", tmp_path / "gone.jpg"]}, skip_errors=True)
+    assert gallery.counts == [1] and [Path(source).name for source, _ in gallery.skipped] == ["gone.jpg"]
 
 
 def test_embeddings_file_round_trip_and_foreign_files(tmp_path):

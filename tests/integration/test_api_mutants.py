@@ -209,7 +209,7 @@ def test_identify_reads_a_saved_gallery_and_wants_one_match_or_more(model, tmp_p
     assert model.identify(photos[1], saved, aligned=True) == model.identify(photos[1], gallery, aligned=True)
     assert model.identify(photos[1], str(saved), top_k=1, aligned=True)[0].name == "bob"
     for top_k in (0, -1):
-        with pytest.raises(ValueError, match=f"top_k must be at least 1, got {top_k}"):
+        with pytest.raises(ValueError, match=f"top_k must be a whole number of at least 1, got {top_k}"):
             model.identify(photos[1], gallery, top_k=top_k, aligned=True)
 
 

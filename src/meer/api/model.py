@@ -15,13 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from meer.api.embeddings import Gallery
-from meer.api.results import Face, ImageInput, Match, UnmaskResult, VerifyResult
+from meer.api.results import Face, ImageInput, Match, UnmaskResult, VerifyResult, photo_list
 from meer.calibration import Calibration, pair_setting, read_calibration
 from meer.config import Config
 from meer.data.detect import Detector, create_detector
 from meer.data.masks import MASK_CLASSES
 from meer.data.photos import (
-    ImageError,
     NoFaceError,
     align_photo,
     image_files,
@@ -163,11 +162,7 @@ class FaceModel:
                     pixels.shape[1::-1])
 
     def _faces(self, images: ImageInput | Sequence[ImageInput], aligned: bool) -> list[Face]:
-        if isinstance(images, np.ndarray) and images.ndim == 4:
-            images = list(images)
-        elif not isinstance(images, (list, tuple)):
-            images = [images]
-        return [self.face(image, aligned) for image in images]
+        return [self.face(image, aligned) for image in photo_list(images)]
 
     # ------------------------------------------------------------------ recognition
 
@@ -233,12 +228,15 @@ class FaceModel:
         aligned: bool = False,
         skip_errors: bool = False,
     ) -> Gallery:
-        """Build a gallery from ``{name: [photos]}`` or a folder laid out ``<folder>/<name>/*.jpg``.
+        """Build a gallery from ``{name: [photos]}`` (or ``{name: photo}``) or a folder laid out
+        ``<folder>/<name>/*.jpg``.
 
-        With ``skip_errors`` a photo without a usable face is left out (and listed in
-        ``Gallery.skipped``) instead of stopping the enrolment; a person left with no photo is
-        left out too.
+        With ``skip_errors`` a photo that cannot be used (no face, not an image, missing) is left
+        out (and listed in ``Gallery.skipped``) instead of stopping the enrolment; a person left
+        with no photo is left out too.
         """
+        if not isinstance(people, (str, os.PathLike, Mapping)):
+            raise TypeError(f"people: a folder or a mapping {{name: photos}}, got {type(people).__name__}")
         if isinstance(people, (str, os.PathLike)):
             root = Path(people)
             if not root.is_dir():
@@ -249,10 +247,10 @@ class FaceModel:
         names, templates, counts, skipped = [], [], [], []
         for name, photos in people.items():
             faces = []
-            for photo in photos:
+            for photo in photo_list(photos):
                 try:
                     faces.append(self.face(photo, aligned))
-                except (ImageError, NoFaceError) as err:
+                except (ValueError, OSError) as err:  # ImageError, NoFaceError, a missing file, ...
                     if not skip_errors:
                         raise
                     skipped.append((str(photo) if isinstance(photo, (str, os.PathLike)) else name, str(err)))
@@ -273,20 +271,29 @@ class FaceModel:
         self, probe: ImageInput, gallery: Gallery | str | os.PathLike, top_k: int = 5, aligned: bool = False
     ) -> list[Match]:
         """The ``top_k`` gallery people most similar to the probe, best first. ``gallery``: a
-        :class:`Gallery` or the file :meth:`Gallery.save` wrote.
+        :class:`Gallery` or the file :meth:`Gallery.save` wrote, or a gallery database
+        (:func:`meer.gallery.open_gallery`, or its ``.db`` path), where a person scores by their
+        best template (:func:`meer.gallery.identify_photo` also says who it is, or unknown).
 
         The best match is the same person only if its score reaches :attr:`threshold`.
         """
+        from meer.gallery import GalleryStore, is_database, open_gallery
+
+        if not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be a whole number of at least 1, got {top_k!r}")
         if isinstance(gallery, (str, os.PathLike)):
-            gallery = Gallery.load(gallery)
-        if top_k < 1:
-            raise ValueError(f"top_k must be at least 1, got {top_k}")
-        if gallery.model != self.fingerprint:
+            gallery = open_gallery(gallery, self, create=False) if is_database(gallery) else Gallery.load(gallery)
+        if not isinstance(gallery, (Gallery, GalleryStore)):
+            raise TypeError(f"gallery: a Gallery, a GalleryStore or the path of one, got {type(gallery).__name__}")
+        enrolled_by = gallery.model if isinstance(gallery, Gallery) else gallery.fingerprint
+        if enrolled_by != self.fingerprint:
             raise ValueError(
-                f"the gallery was enrolled with another model ({gallery.model}, this one is "
+                f"the gallery was enrolled with another model ({enrolled_by}, this one is "
                 f"{self.fingerprint}); enrol it again with this model"
             )
         embedding = self.embed(probe, aligned)[0]
+        if isinstance(gallery, GalleryStore):  # a gallery database: each person's best template
+            return gallery.search(embedding[None], top_k)[0]
         scores = gallery.embeddings @ embedding
         order = np.argsort(-scores, kind="stable")[:top_k]
         return [Match(gallery.names[i], float(scores[i])) for i in order]

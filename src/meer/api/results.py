@@ -50,6 +50,14 @@ class Face:
 ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray | Face
 
 
+def photo_list(images) -> list:
+    """``images`` as a list of single inputs: a list or tuple is many photos, an array ``[N, H, W, 3]``
+    a batch of them; anything else (a path, bytes, a PIL image, one array, a Face) is one photo."""
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        return list(images)
+    return list(images) if isinstance(images, (list, tuple)) else [images]
+
+
 @dataclass
 class VerifyResult:
     """Whether two photos show the same person.

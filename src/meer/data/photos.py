@@ -74,10 +74,12 @@ def load_image(
     """
     name = name or input_name(source)
     if isinstance(source, np.ndarray):
-        return _from_array(source)
+        pixels = _from_array(source)
+        _check_size(pixels.shape[1::-1], max_pixels, name)
+        return pixels
     if isinstance(source, Image.Image):
         _check_size(source.size, max_pixels, name)
-        return np.asarray(ImageOps.exif_transpose(source).convert("RGB"))
+        return _rgb(ImageOps.exif_transpose(source), name)
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = io.BytesIO(bytes(source))
     elif isinstance(source, (str, os.PathLike)):
@@ -102,9 +104,24 @@ def load_image(
         _check_size(image.size, max_pixels, name)
         try:
             image.load()
-            return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+            oriented = ImageOps.exif_transpose(image)
         except (OSError, SyntaxError, ValueError, EOFError) as err:
             raise CorruptImageError(f"{name} is corrupt or truncated ({err})") from None
+        return _rgb(oriented, name)
+
+
+def _rgb(image: Image.Image, name: str) -> np.ndarray:
+    """uint8 RGB pixels of any Pillow image. Pillow's own conversion clips 16- and 32-bit
+    greyscale at 255 (a 16-bit PNG came out white), so those are scaled down first."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        grey = np.asarray(image, np.float64)
+        if grey.max(initial=0) > 255:  # 16-bit range
+            grey = grey / 257
+        image = Image.fromarray(np.clip(np.round(grey), 0, 255).astype(np.uint8))
+    try:
+        return np.asarray(image.convert("RGB"))
+    except ValueError as err:  # a mode Pillow cannot turn into RGB ("La", ...)
+        raise NotAnImageError(f"{name}: Pillow cannot read its pixels as RGB (mode {image.mode}: {err})") from None
 
 
 def _check_size(size: tuple[int, int], max_pixels: int | None, name: str) -> None:
