@@ -326,8 +326,8 @@ class GalleryStore:
 
         masked:  whether each photo showed a masked face (default: none did)
         sources: each photo's name, kept for the record
-        add:     add templates to a person already enrolled; without it an existing name is a
-                 :class:`DuplicateNameError`
+        add:     add templates to a person already enrolled (a new name is enrolled as usual);
+                 without it an existing name is a :class:`DuplicateNameError`
         """
         name = check_name(name)
         embeddings = self._check_embeddings(embeddings)

@@ -13,7 +13,8 @@ Endpoints (uploads are ``multipart/form-data``; every answer is JSON):
 * ``GET  /api/people``  everyone enrolled (name, templates, masked templates, times);
 * ``POST /api/enroll``  text ``name``, one or more files ``image``, optional ``masked``
   (``auto``: the model's mask verdict, ``true``, ``false``) and ``add=true`` (add photos to
-  someone enrolled) -> the person;
+  someone enrolled, or enrol a new name as usual; without it a name already enrolled is a 409)
+  -> the person;
 * ``PATCH /api/people/{name}`` text ``name`` -> renamed; ``DELETE /api/people/{name}`` ->
   the person and every template of theirs removed.
 
