@@ -10,6 +10,7 @@ errors with the offending key in the message. The built-in configs are in ``meer
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -140,8 +141,8 @@ class SourceConfig:
     weight: float = 1.0  # share of the samples drawn from this source (weights are normalised)
 
     def __post_init__(self) -> None:
-        if not self.weight > 0:
-            raise ValueError(f"data.sources: the weight of {self.path!r} must be positive, got {self.weight}")
+        if not (self.weight > 0 and math.isfinite(self.weight)):
+            raise ValueError(f"data.sources: the weight of {self.path!r} must be a positive number, got {self.weight}")
 
 
 @dataclass

@@ -223,3 +223,34 @@ def test_prepare_takes_one_way_of_naming_the_masked_photos(capsys, photos, tmp_p
                          "--masked", "*_m.*", "--masked-list", str(tmp_path / "list.txt"))
     assert code == 2 and err == "meer prepare: error: --masked and --masked-list are two ways to name the masked photos: give one\n"
     assert not (tmp_path / "cache").exists()
+
+
+def test_eval_scores_the_pairs_of_an_insightface_bin(capsys, checkpoint, tmp_path):
+    import io
+    import pickle
+
+    from meer.data.synthetic import SyntheticFaces
+
+    faces = SyntheticFaces(10, 2, 32, seed=3).generate()
+    rng = np.random.default_rng(0)
+    order, issame = [], []
+    for i in range(20):  # alternately the two photos of one person and photos of two people
+        a, b = (2 * (i % 10), 2 * (i % 10) + 1) if i % 2 == 0 else tuple(rng.choice(10, 2, replace=False) * 2)
+        order += [a, b]
+        issame.append(i % 2 == 0)
+
+    def jpeg(image):
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, "JPEG", quality=95)
+        return buffer.getvalue()
+
+    (tmp_path / "tiny.bin").write_bytes(pickle.dumps(([jpeg(faces.images[k]) for k in order], issame), protocol=2))
+    assert main(["prepare", str(tmp_path / "tiny.bin"), "-o", str(tmp_path / "tinybin"), "--size", "32", "--quiet"]) == 0
+    capsys.readouterr()
+    code, out, _ = run(capsys, "eval", checkpoint, "--bin-cache", str(tmp_path / "tinybin"), "-o", str(tmp_path / "ev"),
+                       "--quiet", "--json")
+    metrics = json.loads(out[out.index("{"):])
+    assert code == 0 and metrics["verification"]["tinybin"]["U-U"]["num_pairs"] == 20
+    # not a .bin: said so
+    code, _, err = run(capsys, "eval", checkpoint, "--bin-cache", str(tmp_path / "ev"))
+    assert code == 2 and err.count("\n") == 1

@@ -73,6 +73,7 @@ def test_port_matches_stored_dlib_descriptors():
     assert np.linalg.norm(ours[0] - ours[1]) != pytest.approx(0.0, abs=1e-3)
 
 
+@pytest.mark.data
 def test_port_matches_dlib_live_on_real_faces(shared_data):
     pytest.importorskip("dlib")
     import cv2

@@ -61,6 +61,7 @@ def test_layered_files(tmp_path):
         ("optim.lr=0", "optim.lr must be positive, got 0"),
         ("optim.warmup_steps=-5", "optim.warmup_steps must be >= 0, got -5"),
         ("optim.betas=[0.5]", r"optim.betas must be two numbers in \[0, 1\)"),
+        ("data.sources=[{path: a, weight: .inf}]", "the weight of 'a' must be a positive number, got inf"),
     ],
 )
 def test_bad_values_fail_with_a_clear_message(override, message):

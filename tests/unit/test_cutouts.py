@@ -89,6 +89,9 @@ def test_cutouts_round_trip_and_refuse_other_files(tmp_path):
         MaskCutouts.load(tmp_path / "other.safetensors")
     with pytest.raises(FileNotFoundError, match="meer cutouts"):
         MaskCutouts.load(tmp_path / "none.safetensors")
+    (tmp_path / "sheet.png").write_bytes(b"\x89PNG\r\n\x1a\n not safetensors at all")
+    with pytest.raises(ValueError, match="not a file of mask cut-outs"):  # not a safetensors file
+        MaskCutouts.load(tmp_path / "sheet.png")
     with pytest.raises(ValueError, match="alpha"):
         MaskCutouts(back.images, back.alpha[:, :10])
 

@@ -23,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     import numpy as np
 
     from meer.api.model import default_model
@@ -35,6 +37,10 @@ def run(args: argparse.Namespace) -> int:
         raise MeerError(f"--threshold must lie between 0 and 1, got {args.threshold}")
     if not 0 < args.validation_share < 1:
         raise MeerError(f"--validation-share must lie between 0 and 1, got {args.validation_share}")
+    if args.validation and Path(args.validation).resolve() == Path(args.output).resolve():
+        raise MeerError("--validation names the same file as --output: the held-out people's masks go to another file")
+    if args.sheet and Path(args.sheet).suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        raise MeerError(f"--sheet {args.sheet}: unknown image suffix {Path(args.sheet).suffix!r}; use .png or .jpg")
     cache = FaceCache.open(args.cache)
     rows = np.flatnonzero(cache.masked)
     if not len(rows):

@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--lfw-cache", help="aligned cache of the pairs' images (meer prepare)")
     parser.add_argument("--pairs", help="pairs file in LFW pairs.txt format")
     parser.add_argument("--folds", help="only these folds, 1-based, e.g. 6-10")
+    parser.add_argument("--bin-cache", metavar="DIR",
+                        help="a prepared InsightFace verification .bin (meer prepare lfw.bin -o DIR): its pairs "
+                             "in 10 contiguous folds, as InsightFace evaluates them")
     parser.add_argument("--masked-cache", help="aligned cache of a <person>/masked_* + unmasked_* folder")
     parser.add_argument("--masked-root", help="that folder itself (to list probes and gallery)")
     parser.add_argument("--flip", action="store_true", help="flip test-time augmentation")
@@ -76,16 +79,18 @@ def run(args: argparse.Namespace) -> int:
         raise MeerError("--lfw-cache and --pairs go together")
     if bool(args.masked_cache) != bool(args.masked_root):
         raise MeerError("--masked-cache and --masked-root go together")
-    if not (args.synthetic or args.lfw_cache or args.masked_cache):
-        raise MeerError("name at least one protocol: --synthetic, --lfw-cache/--pairs or --masked-cache/--masked-root")
+    if not (args.synthetic or args.lfw_cache or args.bin_cache or args.masked_cache):
+        raise MeerError("name at least one protocol: --synthetic, --lfw-cache/--pairs, --bin-cache or "
+                        "--masked-cache/--masked-root")
     if args.folds and not args.lfw_cache:
         raise MeerError("--folds selects LFW pairs: it needs --lfw-cache/--pairs")
     if args.calibrate_identification is not None:
         if not 0 < args.calibrate_identification < 1:
             raise MeerError(f"--calibrate-identification takes a false-accept rate between 0 and 1, "
                             f"got {args.calibrate_identification:g}")
-        if not (args.synthetic or args.lfw_cache):
-            raise MeerError("--calibrate-identification needs a verification protocol (--synthetic or --lfw-cache)")
+        if not (args.synthetic or args.lfw_cache or args.bin_cache):
+            raise MeerError("--calibrate-identification needs a verification protocol (--synthetic, --lfw-cache "
+                            "or --bin-cache)")
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise MeerError(f"-o {args.out}: a file stands there; the report is a folder")
     checkpoint = find_checkpoint(args.checkpoint)
@@ -108,6 +113,11 @@ def run(args: argparse.Namespace) -> int:
 
         faces, pairs = resolve_pairs(open_cache(args.lfw_cache, cfg), read_lfw_pairs(args.pairs), parse_folds(args.folds))
         protocols.append(VerificationSet("pairs", faces, pairs))
+    if args.bin_cache:
+        from meer.eval.real import verification_bin_pairs
+
+        faces, pairs = verification_bin_pairs(open_cache(args.bin_cache, cfg))
+        protocols.append(VerificationSet(Path(args.bin_cache).name, faces, pairs))
     results = {}
     for protocol in protocols:
         results[protocol.name] = run_verification(model, protocol, args.mask_seed, tuple(cfg.data.mask_types),
@@ -134,8 +144,6 @@ def run(args: argparse.Namespace) -> int:
     title = f"{checkpoint.parent.parent.name}/{checkpoint.name}" if checkpoint.parent.name == "checkpoints" else checkpoint.name
     write_report(out, title, str(checkpoint), results, identification, extra, stored)
     if args.calibrate_identification is not None:
-        if not protocols:
-            raise MeerError("--calibrate-identification needs a verification protocol (--synthetic or --lfw-cache)")
         calibrate_open_set(checkpoint, protocols[0], results[protocols[0].name], args.calibrate_identification)
     if args.json:
         print((out / "metrics.json").read_text())

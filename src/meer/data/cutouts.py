@@ -73,9 +73,13 @@ class MaskCutouts:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no mask cut-outs at {path} (write them with `meer cutouts`)")
-        with safe_open(str(path), "numpy") as f:
-            if (f.metadata() or {}).get("format") != "meer-cutouts-1":
-                raise ValueError(f"{path} is not a file of mask cut-outs written by meer")
+        try:
+            with safe_open(str(path), "numpy") as f:
+                written_by_meer = (f.metadata() or {}).get("format") == "meer-cutouts-1"
+        except Exception:  # safetensors raises its own error types on foreign files
+            written_by_meer = False
+        if not written_by_meer:
+            raise ValueError(f"{path} is not a file of mask cut-outs written by meer (`meer cutouts`)")
         tensors = load_file(str(path))
         return cls(tensors["images"], tensors["alpha"])
 

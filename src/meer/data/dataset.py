@@ -35,7 +35,8 @@ FLIP_ORDER = [1, 0, 2, 4, 3]
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 [..., H, W, 3] -> float [..., 3, H, W] in [-1, 1] (one image or a batch)."""
-    return torch.from_numpy(np.ascontiguousarray(images)).movedim(-1, -3).float().div(127.5).sub(1.0)
+    # np.require copies only a read-only (memory-mapped cache) or non-contiguous array, which torch wants writable
+    return torch.from_numpy(np.require(images, requirements=["C", "W"])).movedim(-1, -3).float().div(127.5).sub(1.0)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

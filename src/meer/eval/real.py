@@ -37,6 +37,22 @@ def resolve_pairs(cache: FaceCache, pairs: PairList, folds: Sequence[int] | None
     return subset, Pairs(inverse[:n], inverse[n:], pairs.same[keep], fold.astype(np.int64))
 
 
+def verification_bin_pairs(cache: FaceCache, folds: int = 10) -> tuple[FaceSet, Pairs]:
+    """The pairs of a prepared InsightFace verification ``.bin`` (``lfw.bin``, ``cfp_fp.bin``,
+    ``agedb_30.bin`` ...): pair ``p`` is its images ``2p`` and ``2p + 1``, split into ``folds``
+    contiguous folds as InsightFace's own evaluation splits them."""
+    if cache.issame is None:
+        raise ValueError(f"{cache.path} was not prepared from a verification .bin (it has no issame.npy)")
+    keys = sorted(cache.index, key=lambda k: int(k.rpartition(":")[2]))
+    rows = cache.rows(keys)
+    if len(rows) != 2 * len(cache.issame):
+        raise ValueError(f"{cache.path} holds {len(rows)} of the .bin's {2 * len(cache.issame)} images; "
+                         "every pair needs both (prepare it again)")
+    pairs = len(cache.issame)
+    fold = np.arange(pairs) * folds // pairs
+    return cache.faces, Pairs(rows[0::2], rows[1::2], np.asarray(cache.issame, bool), fold.astype(np.int64))
+
+
 def pair_rows(cache: FaceCache, pairs: PairList, folds: Sequence[int] | None = None) -> np.ndarray:
     """The cache rows of the faces :func:`resolve_pairs` returns, in its order."""
     return _pair_rows(cache, pairs, folds)[1]

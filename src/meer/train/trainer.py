@@ -104,6 +104,8 @@ def build_nets(cfg: Config, num_classes: int) -> Nets:
 def load_faces(cfg: Config) -> FaceSet:
     """The training faces the config names: ``data.sources`` mixed, or the one ``data.source``."""
     if cfg.data.sources:
+        if cfg.data.source != "synthetic":
+            log.info("data.sources is set, so data.source (%s) is not read", cfg.data.source)
         return mix([load_source(source.path, cfg) for source in cfg.data.sources])
     return load_source(cfg.data.source, cfg)
 
