@@ -106,6 +106,7 @@ def test_recordio_to_cache_and_settings_mismatch(tmp_path):
     write_insightface_rec(tmp_path, [0, 0, 1, 1, 1])
     report = prepare_dataset(tmp_path, tmp_path / "out", size=56, progress=False, workers=1)
     assert (report.aligned, report.identities, report.failed) == (5, 2, 0)
+    assert "5/5 aligned (pre-aligned source, resized)" in report.summary()  # nothing was detected
     cache = FaceCache.open(tmp_path / "out")
     assert cache.faces.images.shape == (5, 56, 56, 3)
     assert cache.paths[0] == "train.rec:1" and list(cache.faces.labels) == [0, 0, 1, 1, 1]

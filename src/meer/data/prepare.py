@@ -89,12 +89,14 @@ class PrepareReport:
     resumed_at: int
     failures: list[dict[str, str]] = field(default_factory=list)
     masked: int = 0
+    pre_aligned: bool = False  # a RecordIO or .bin source: crops resized, nothing detected
 
     def summary(self) -> str:
         resumed = f", resumed at item {self.resumed_at}" if self.resumed_at else ""
+        how = "pre-aligned source, resized" if self.pre_aligned else (
+            f"{self.detected} detected, {self.fallback} frame fallback")
         return (
-            f"{self.output}: {self.aligned}/{self.items} aligned ({self.detected} detected, "
-            f"{self.fallback} frame fallback), {self.failed} failed, "
+            f"{self.output}: {self.aligned}/{self.items} aligned ({how}), {self.failed} failed, "
             f"{self.identities} identities, {self.masked} flagged masked, {self.seconds:.0f}s{resumed}"
         )
 
@@ -248,7 +250,7 @@ def prepare_dataset(
         output=Path(output), items=counts["items"], aligned=counts["aligned"],
         detected=counts["detected"], fallback=counts["fallback"], failed=counts["failed"],
         identities=counts["identities"], seconds=manifest["seconds"], resumed_at=start_item,
-        failures=manifest["failures"], masked=counts.get("masked", 0),
+        failures=manifest["failures"], masked=counts.get("masked", 0), pre_aligned=data.aligned,
     )
 
 
