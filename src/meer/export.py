@@ -20,14 +20,21 @@ from meer.models.meer import MEER
 
 
 class EmbeddingNetwork(nn.Module):
-    """``images [B, 3, S, S]`` in [-1, 1] -> unit-norm embeddings ``[B, D]``."""
+    """``images [B, 3, S, S]`` in [-1, 1] -> unit-norm ``embedding [B, D]`` and, where the model
+    has a mask classifier, ``mask_probability [B, C]`` over :data:`meer.data.masks.MASK_CLASSES`
+    (class 0: no mask), from which a user picks the verification threshold of a pair's setting."""
 
     def __init__(self, model: MEER) -> None:
         super().__init__()
         self.model = model
+        self.outputs = ("embedding", "mask_probability") if model.decouple is not None else ("embedding",)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.model(images).embedding)
+    def forward(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        encoded = self.model(images)
+        embedding = F.normalize(encoded.embedding)
+        if encoded.decoupled is None:
+            return embedding
+        return embedding, torch.softmax(encoded.decoupled.mask_logits, dim=1)
 
 
 class UnmaskNetwork(nn.Module):
@@ -38,6 +45,7 @@ class UnmaskNetwork(nn.Module):
         if model.generator is None:
             raise ValueError("this model has no generator to export")
         self.model = model
+        self.outputs = ("restored", "occlusion")
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         unmasked = self.model.unmask(images)
@@ -61,6 +69,7 @@ def export_onnx(network: nn.Module, size: int, path: str | Path, max_batch: int 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning)  # torch's own deprecations, met inside export
         program = torch.onnx.export(network, (example,), dynamo=True, input_names=["images"],
+                                    output_names=list(getattr(network, "outputs", ())) or None,
                                     dynamic_shapes=({0: batch},), verbose=False)
     tmp = path.with_suffix(".onnx.tmp")
     program.save(str(tmp))

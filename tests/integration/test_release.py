@@ -98,6 +98,11 @@ def test_the_shipped_model_enrols_and_identifies(tmp_path, capsys):
     store = open_gallery(tmp_path / "people.db", model)
     enroll_photos(store, model, "p2", people["p2"], aligned=True)
     assert identify_photo(store, model, people["p2"][1], aligned=True).name == "p2"
+    # the same weights exported again (model.json records where from) are the same model
+    assert main(["export", str(default_model()), "-o", str(tmp_path / "again")]) == 0
+    assert meer.load(tmp_path / "again", detector=None).fingerprint == model.fingerprint
+    assert identify_photo(open_gallery(tmp_path / "people.db", meer.load(tmp_path / "again", detector=None)),
+                          model, people["p2"][0], aligned=True).name == "p2"
     # another release of other weights is another model: its gallery is refused
     other = shutil.copytree(default_model(), tmp_path / "other")
     weights = other / "model.safetensors"

@@ -21,10 +21,15 @@ def model(request):
 
 
 def test_embedding_network_matches_pytorch(model, tmp_path):
+    import onnxruntime as ort
+
     path = export_onnx(EmbeddingNetwork(model), 32, tmp_path / "embed.onnx")
     images = torch.rand(5, 3, 32, 32) * 2 - 1  # another batch size than the export example
-    (diff,) = onnx_max_abs_diff(EmbeddingNetwork(model), path, images)
-    assert diff < 1e-4
+    embedding_diff, mask_diff = onnx_max_abs_diff(EmbeddingNetwork(model), path, images)
+    assert embedding_diff < 1e-4 and mask_diff < 1e-5
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["images"]
+    assert [o.name for o in session.get_outputs()] == ["embedding", "mask_probability"]
 
 
 def test_unmask_network_matches_pytorch(model, tmp_path):
@@ -38,6 +43,7 @@ def test_unmask_network_matches_pytorch(model, tmp_path):
     # The composite thresholds the occlusion: a pixel whose probability sits within float
     # noise of the threshold may fall on either side, so compare every other pixel.
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["restored", "occlusion"]
     onnx_restored, _ = session.run(None, {"images": images.numpy()})
     with torch.no_grad():
         restored, occlusion = network(images)

@@ -6,7 +6,9 @@ See :mod:`meer.api` for the rules on inputs, faces and thresholds.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import os
 from collections.abc import Mapping, Sequence
 from importlib import resources
@@ -30,8 +32,6 @@ from meer.data.photos import (
 )
 from meer.inference.batched import embed_images, mask_classes, unmask_images
 from meer.inference.checkpoint import (
-    RELEASE_CONFIG,
-    RELEASE_WEIGHTS,
     STATE,
     find_checkpoint,
     is_release,
@@ -111,14 +111,20 @@ class FaceModel:
 
     @property
     def fingerprint(self) -> str:
-        """Identifies the weights, for galleries and embedding files: a hash of a checkpoint's
-        ``state.json`` (config, step, versions), or of a release's ``model.json`` and weights (a
-        release made from a checkpoint may hold them in half precision or int8, so its embeddings
-        are not quite the checkpoint's)."""
+        """Identifies the network, for galleries and embedding files: a hash of a checkpoint's
+        ``state.json`` (config, step, versions), or of a release's weights as loaded and its model
+        config (a release made from a checkpoint may hold them in half precision or int8, so its
+        embeddings are not quite the checkpoint's; exporting the same numbers again keeps the
+        fingerprint)."""
         if self._fingerprint is None:
             digest = hashlib.sha256()
-            for name in (RELEASE_CONFIG, RELEASE_WEIGHTS) if is_release(self.checkpoint) else (STATE,):
-                digest.update((self.checkpoint / name).read_bytes())
+            if is_release(self.checkpoint):  # the numbers the network computes with, however stored
+                for key, tensor in sorted(self.network.state_dict().items()):
+                    digest.update(key.encode())
+                    digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+                digest.update(json.dumps(dataclasses.asdict(self.config.model), sort_keys=True).encode())
+            else:
+                digest.update((self.checkpoint / STATE).read_bytes())
             self._fingerprint = digest.hexdigest()[:16]
         return self._fingerprint
 

@@ -257,8 +257,10 @@ class _Service:
             raise ApiError(403, "read_only", "this service is read-only: start meer serve with --token "
                            "(or MEER_TOKEN) to enrol, rename or delete")
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.token.encode()):
+        if scheme.lower() != "bearer" or not given.strip():
             raise ApiError(401, "unauthorized", "send the service's token as 'Authorization: Bearer TOKEN'")
+        if not hmac.compare_digest(given.strip().encode(), self.token.encode()):
+            raise ApiError(401, "unauthorized", "that is not this service's token")
 
     def need_gallery(self) -> GalleryStore:
         if self.gallery is None:
@@ -293,7 +295,11 @@ class _Service:
 
     def gallery_health(self) -> dict[str, Any]:
         threshold, calibrated = identification_threshold(self.model)
-        return {"people": len(self.gallery), "identification_threshold": threshold, "calibrated": calibrated,
+        # the threshold an identification uses follows the probe's mask verdict
+        by_probe = {"masked": identification_threshold(self.model, True)[0],
+                    "unmasked": identification_threshold(self.model, False)[0]}
+        return {"people": len(self.gallery), "identification_threshold": threshold,
+                "identification_thresholds": by_probe, "calibrated": calibrated,
                 "writable": self.token is not None}
 
     async def verify(self, request: Request) -> JSONResponse:
@@ -367,9 +373,10 @@ class _Service:
 
         def work():
             face = self.face(upload, "image", aligned)
-            threshold, calibrated = identification_threshold(self.model, self.model.mask_verdicts(face)[0])
+            masked = self.model.mask_verdicts(face)[0]
+            threshold, calibrated = identification_threshold(self.model, masked)
             answer = gallery.identify(self.model.embed(face)[0], threshold, int(top_k), calibrated)
-            return {**answer.to_dict(), "face": {"filename": upload.filename, **face.to_dict()}}
+            return {**answer.to_dict(), "masked": masked, "face": {"filename": upload.filename, **face.to_dict()}}
 
         return JSONResponse(await self.run(work))
 
