@@ -148,7 +148,8 @@ def test_without_a_token_the_gallery_is_read_only(read_only_server, faces):  # n
 
 def test_page_enrols_and_identifies(gallery_server, faces, browser, tmp_path):  # noqa: F811
     """The page's gallery section; with MEER_SCREENSHOT=path.png it also saves a screenshot
-    (how docs/images/serve_identify.png is made)."""
+    (of the toy model: docs/images/serve_identify.png is made with the shipped one by
+    scripts/serve_screenshot.py --enroll)."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -174,6 +175,9 @@ def test_page_enrols_and_identifies(gallery_server, faces, browser, tmp_path):  
     browser.find_element(By.ID, "token").send_keys(TOKEN)
     assert enrol_and_wait() == ("done", "Enrolled Dana: 2 photos")
     assert "Dana" in people(url)
+    # the form is ready for the next person: no name, no photos; the token stays
+    assert [browser.find_element(By.ID, i).get_attribute("value") for i in ("enroll-name", "enroll-photos", "token")] == [
+        "", "", TOKEN]
     listed = WebDriverWait(browser, 30).until(
         lambda _: [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#people li")] or None)
     assert any(text.startswith("Dana — 2 photos") for text in listed)
