@@ -142,6 +142,9 @@ def test_mask_beyond_crop_finds_the_strip_below_the_crop_and_leaves_the_face():
     assert np.array_equal(mask_beyond_crop(photo, region, occlusion, matrix), beyond)  # the same answer again
     # too little mask to learn its colours from: nothing
     assert not mask_beyond_crop(photo, region * 0, occlusion, matrix).any()
+    # a crop (nearly) outside the photo, as a face at its border can give: nothing, no error
+    for tx, ty in ((-400.0, -10.0), (60.0, 170.0)):
+        assert not mask_beyond_crop(photo, region, occlusion, similarity(0.0, 0.5, tx, ty)).any()
 
 
 def test_inpaint_fills_holes_from_their_surroundings_at_any_scale():

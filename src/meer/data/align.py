@@ -150,9 +150,11 @@ def mask_beyond_crop(
     corners = transform_points([[0, 0], [size, 0], [0, size], [size, size]], inverse)
     x0, y0 = np.maximum(np.floor(corners.min(0) - margin), 0).astype(int)
     x1, y1 = np.minimum(np.ceil(corners.max(0) + margin), [width, height]).astype(int)
-    shrink = min(1.0, 2 * size / max(x1 - x0, y1 - y0, 1) * (1 + 2 * reach))  # GrabCut on <= ~2x the crop's pixels
-    window = cv2.resize(photo[y0:y1, x0:x1], None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA)
-    h, w = window.shape[:2]
+    if x1 - x0 < 8 or y1 - y0 < 8:  # the crop lies (nearly) outside the photo
+        return np.zeros((height, width), bool)
+    shrink = min(1.0, 2 * size / max(x1 - x0, y1 - y0) * (1 + 2 * reach))  # GrabCut on <= ~2x the crop's pixels
+    w, h = max(1, round((x1 - x0) * shrink)), max(1, round((y1 - y0) * shrink))
+    window = cv2.resize(photo[y0:y1, x0:x1], (w, h), interpolation=cv2.INTER_AREA)
     to_window = inverse.copy()
     to_window[:, 2] -= (x0, y0)
     to_window *= shrink
