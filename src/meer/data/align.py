@@ -135,9 +135,9 @@ def mask_beyond_crop(
     """Photo pixels of the mask that the crop's repainted ``region`` does not cover: the strip below
     the crop's lower edge, ear loops, a rim the occlusion map missed.
 
-    OpenCV's GrabCut learns the mask's colours from the pixels the occlusion map is sure of and the face's from the
-    pixels that ``occlusion`` calls unmasked away from the crop's edges, then labels the pixels within
-    ``reach`` (a share of the crop's side) of the region; only parts joined to the region count.
+    OpenCV's GrabCut learns the mask's colours from the pixels the occlusion map is sure of, and the
+    face's from the pixels it calls unmasked away from the crop's edges; it then labels the pixels
+    within ``reach`` (a share of the crop's side) of the region. Only parts joined to the mask count.
     photo: uint8 [H, W, 3]; region, occlusion: [S, S] in the aligned frame; matrix: photo -> crop.
     Returns bool [H, W]; all False when the region is too small to learn from or the labelled part
     grows larger than the region itself (a mask the colour of the clothes: better left than smeared).
