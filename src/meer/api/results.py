@@ -10,7 +10,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-from meer.data.align import inpaint, mask_beyond_crop, paste_back
+from meer.data.align import crop_scale, inpaint, mask_beyond_crop, paste_back
 from meer.data.photos import load_image
 
 
@@ -126,8 +126,7 @@ class UnmaskResult:
         if not beyond_crop or not self.region.any():
             return pasted
         beyond = mask_beyond_crop(photo, self.region, self.occlusion, self.face.matrix)
-        photo_px_per_crop_px = float(np.sqrt(abs(np.linalg.det(self.face.matrix[:, :2])))) ** -1
-        return inpaint(pasted, beyond, photo_px_per_crop_px)
+        return inpaint(pasted, beyond, crop_scale(self.face.matrix))
 
 
 class Match(NamedTuple):

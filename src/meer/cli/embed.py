@@ -67,9 +67,10 @@ def run(args: argparse.Namespace) -> int:
             names.append(name)
         except (ImageError, NoFaceError) as err:
             skipped.append({"path": str(path), "reason": str(err)})
-    if not faces:
+    if not faces or not args.json:  # JSON lists them in its answer
         for item in skipped:
             print(f"skipped {item['path']}: {item['reason']}", file=sys.stderr)
+    if not faces:
         raise MeerError(f"none of the {len(photos)} photos had a usable face")
     embeddings = model.embed(faces)
     metadata = {"format": FORMAT, "paths": json.dumps(names), "model": model.fingerprint}
@@ -77,7 +78,5 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"output": str(out), "count": len(names), "dim": int(embeddings.shape[1]), "skipped": skipped})
         return 0
-    for item in skipped:
-        print(f"skipped {item['path']}: {item['reason']}", file=sys.stderr)
     print(f"{len(names)} embeddings ({embeddings.shape[1]}-d) written to {out}; {len(skipped)} photos skipped")
     return 0

@@ -76,15 +76,15 @@ def enroll_into_database(args: argparse.Namespace, model) -> int:
                 skipped.append({"input": str(folder), "reason": "no usable photo"})
                 continue
             enrolled[name] = enroll_photos(gallery, model, name, faces).to_dict()
-    if not enrolled and any(not item["reason"].endswith("is already enrolled") for item in skipped):
+    failed = not enrolled and any(not item["reason"].endswith("is already enrolled") for item in skipped)
+    if failed or not args.json:  # JSON lists them in its answer
         for item in skipped:
             print(f"skipped {item['input']}: {item['reason']}", file=sys.stderr)
+    if failed:
         raise MeerError(f"nobody could be enrolled into {args.output}: no usable photo in any new person's folder")
     if args.json:
         print_json({"output": args.output, "people": enrolled, "skipped": skipped})
         return 0
-    for item in skipped:
-        print(f"skipped {item['input']}: {item['reason']}", file=sys.stderr)
     photos = sum(person["templates"] for person in enrolled.values())
     print(f"{len(enrolled)} people ({photos} photos) enrolled into {args.output}; {len(skipped)} skipped")
     return 0

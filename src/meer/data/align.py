@@ -129,6 +129,11 @@ def frame_crop(
     return align_face(image, LANDMARKS_IN_BOX * side + corner, size, template)
 
 
+def crop_scale(matrix: np.ndarray) -> float:
+    """Photo pixels per crop pixel of an alignment ``matrix`` [2, 3] (photo -> crop)."""
+    return 1.0 / float(np.sqrt(abs(np.linalg.det(np.asarray(matrix, np.float64)[:, :2]))))
+
+
 def mask_beyond_crop(
     photo: np.ndarray, region: np.ndarray, occlusion: np.ndarray, matrix: np.ndarray, reach: float = 0.18
 ) -> np.ndarray:
@@ -145,7 +150,7 @@ def mask_beyond_crop(
     height, width = photo.shape[:2]
     size = region.shape[0]
     inverse = cv2.invertAffineTransform(np.asarray(matrix, np.float64))
-    scale = float(np.sqrt(abs(np.linalg.det(inverse[:, :2]))))  # photo px per crop px
+    scale = crop_scale(matrix)
     margin = reach * size * scale
     corners = transform_points([[0, 0], [size, 0], [0, size], [size, size]], inverse)
     x0, y0 = np.maximum(np.floor(corners.min(0) - margin), 0).astype(int)
@@ -162,10 +167,11 @@ def mask_beyond_crop(
     def warp(image: np.ndarray) -> np.ndarray:
         return cv2.warpAffine(np.asarray(image, np.float32), to_window, (w, h), flags=cv2.INTER_LINEAR)
 
-    core = (warp(region) > 0.9) & (warp(occlusion) > 0.9)  # surely mask: the region is grown past it
+    region, occlusion = warp(region), warp(occlusion)  # from here on, in the window
+    core = (region > 0.9) & (occlusion > 0.9)  # surely mask: the region is grown past it
     if core.sum() < 50:
         return np.zeros((height, width), bool)
-    covered = warp(region) > 0.5
+    covered = region > 0.5
     distance = cv2.distanceTransform((~covered).astype(np.uint8), cv2.DIST_L2, 5)  # window px to the region
     labels = np.full((h, w), cv2.GC_BGD, np.uint8)
     labels[distance <= reach * size * scale * shrink] = cv2.GC_PR_BGD
@@ -173,7 +179,7 @@ def mask_beyond_crop(
     # pixels unmasked they are the face's; the crop's side and lower edges (ears, chin) stay open
     face = np.zeros((size, size), np.float32)
     face[: int(0.9 * size), int(0.12 * size) : int(0.88 * size)] = 1
-    labels[(warp(face) > 0.5) & (warp(occlusion) < 0.1)] = cv2.GC_BGD
+    labels[(warp(face) > 0.5) & (occlusion < 0.1)] = cv2.GC_BGD
     labels[core] = cv2.GC_FGD
     models = np.zeros((1, 65)), np.zeros((1, 65))
     cv2.setRNGSeed(0)  # GrabCut seeds its colour models with k-means++ on OpenCV's global generator

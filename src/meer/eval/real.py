@@ -116,13 +116,13 @@ def masked_identification(
     probe_ok, gallery_ok = probe_rows >= 0, gallery_rows >= 0
     gallery_labels = protocol.gallery_labels[gallery_ok]
     probe_ok &= np.isin(protocol.probe_labels, gallery_labels)
+    people = len(np.unique(gallery_labels))
+    if people < 5:
+        raise ValueError(f"the masked protocol's gallery holds {people} people; rank-5 identification needs 5 or more")
     gallery = embed_images(model, cache.faces.subset(gallery_rows[gallery_ok]).resized(size).images, batch_size,
                            flip, progress, "embed gallery")
     probes = embed_images(model, cache.faces.subset(probe_rows[probe_ok]).resized(size).images, batch_size,
                           flip, progress, "embed probes")
-    people = len(np.unique(gallery_labels))
-    if people < 5:
-        raise ValueError(f"the masked protocol's gallery holds {people} people; rank-5 identification needs 5 or more")
     result = identify(probes, protocol.probe_labels[probe_ok], gallery, gallery_labels, ranks=(1, 5))
     counts = IdentificationCounts(
         probes=int(probe_ok.sum()), gallery=int(gallery_ok.sum()),
