@@ -52,7 +52,7 @@ from meer.api import Match
 from meer.api.results import photo_list
 
 if TYPE_CHECKING:
-    from meer.api import FaceModel, ImageInput
+    from meer.api import Face, FaceModel, ImageInput
 
 SCHEMA_VERSION = "1"
 APPLICATION = "meer-gallery"
@@ -540,11 +540,12 @@ def enroll_photos(
     if not photos:
         raise GalleryError(f"no photos to enrol for {name!r}")
     faces = [model.face(photo, aligned, max_pixels=max_pixels) for photo in photos]
-    embeddings = model.embed(faces)
-    if masked is None:
-        masked = model.mask_verdicts(faces)  # None (a model without a mask classifier) counts as unmasked
-    elif isinstance(masked, bool):
-        masked = [masked] * len(faces)
+    if masked is None:  # a verdict of None (a model without a mask classifier) counts as unmasked
+        embeddings, masked = model.embed_with_verdicts(faces)
+    else:
+        embeddings = model.embed(faces)
+        if isinstance(masked, bool):
+            masked = [masked] * len(faces)
     if sources is None:
         sources = [face.source for face in faces]
     return gallery.enroll(name, embeddings, masked, sources, add=add)
@@ -556,6 +557,14 @@ def identify_photo(
 ) -> Identification:
     """Who is on ``probe``: a person of the gallery or unknown, with the top candidates (the
     threshold follows the probe's mask verdict, see :func:`identification_threshold`)."""
-    face = model.face(probe, aligned, max_pixels=max_pixels)
-    threshold, calibrated = identification_threshold(model, model.mask_verdicts(face)[0])
-    return gallery.identify(model.embed(face)[0], threshold, top_k, calibrated)
+    return identify_face(gallery, model, model.face(probe, aligned, max_pixels=max_pixels), top_k)[0]
+
+
+def identify_face(
+    gallery: GalleryStore, model: FaceModel, face: Face, top_k: int = 5
+) -> tuple[Identification, bool | None]:
+    """:func:`identify_photo` on a face (from :meth:`FaceModel.face`), and the probe's mask
+    verdict that picked the threshold (None for a model without a mask classifier)."""
+    (embedding,), (masked,) = model.embed_with_verdicts(face)
+    threshold, calibrated = identification_threshold(model, masked)
+    return gallery.identify(embedding, threshold, top_k, calibrated), masked

@@ -22,7 +22,7 @@ from meer.calibration import Calibration
 from meer.config import load_config
 from meer.data.dataset import to_tensor
 from meer.data.masks import MASK_CLASSES
-from meer.gallery import enroll_photos, open_gallery
+from meer.gallery import enroll_photos, identify_photo, open_gallery
 from meer.inference.batched import embed_images, unmask_images
 from meer.inference.checkpoint import STATE
 from meer.models.meer import build_model
@@ -88,9 +88,10 @@ def test_verify_calls_a_score_on_the_threshold_the_same_person(model):
 
 def test_one_masked_face_is_the_m_u_setting_and_no_verdict_counts_as_one(model, monkeypatch):
     a, b = crops(2)
-    monkeypatch.setattr(model, "mask_verdicts", lambda faces: [True, False])
+    embed = model.embed
+    monkeypatch.setattr(model, "embed_with_verdicts", lambda faces: (embed(faces), [True, False]))
     assert model.verify(a, b, aligned=True).setting == "M-U"
-    monkeypatch.setattr(model, "mask_verdicts", lambda faces: [None, None])  # no mask classifier
+    monkeypatch.setattr(model, "embed_with_verdicts", lambda faces: (embed(faces), [None, None]))  # no mask classifier
     result = model.verify(a, b, aligned=True)
     assert (result.setting, result.threshold) == ("M-U", 0.5)
 
@@ -110,6 +111,40 @@ def test_mask_verdicts_name_every_class_but_none_a_mask(model):
     assert model.mask_verdicts([], aligned=True) == []
     model.network.decouple = None
     assert model.mask_verdicts(crops(2), aligned=True) == [None, None]
+
+
+def test_embed_with_verdicts_is_embed_and_mask_verdicts_in_one(model):
+    wear(model, 2)
+    faces = crops(3)
+    embeddings, masked = model.embed_with_verdicts(faces, aligned=True)
+    assert np.array_equal(embeddings, model.embed(faces, aligned=True)) and masked == [True] * 3
+    empty, none = model.embed_with_verdicts([], aligned=True)
+    assert empty.shape == (0, model.embedding_dim) and none == []
+    model.network.decouple = None
+    assert model.embed_with_verdicts(faces, aligned=True)[1] == [None] * 3
+
+
+def passes(network) -> list[int]:
+    """The number of faces of each call of the network from now on."""
+    rows = []
+    network.register_forward_hook(lambda module, args, out: rows.append(len(args[0])))
+    return rows
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_verify_enrol_and_identify_run_the_network_once_per_face(model, tmp_path, flip):
+    model.flip = flip
+    per_face = 2 if flip else 1  # the mirrored face is a pass of its own
+    rows = passes(model.network)
+    model.verify(*crops(2), aligned=True)
+    assert sum(rows) == 2 * per_face
+    gallery = open_gallery(tmp_path / "g.db", model)
+    rows.clear()
+    enroll_photos(gallery, model, "ann", crops(3), aligned=True)  # masked: the model's verdict
+    assert sum(rows) == 3 * per_face
+    rows.clear()
+    identify_photo(gallery, model, crops(1, seed=1)[0], aligned=True)
+    assert sum(rows) == per_face
 
 
 # ---------------------------------------------------------------------- unmask
@@ -272,9 +307,12 @@ def form(files: list[tuple[str, str, bytes]], pad: int = 0) -> tuple[bytes, str]
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-def post(app, path: str, chunks, content_type: str | None, content_length: int | str | None = None):
+def post(app, path: str, chunks, content_type: str | None, content_length: int | str | None = None,
+         token: str | None = None):
     """``(status, JSON, chunks read)``: POST ``chunks`` (an iterator of bytes) to the ASGI app."""
     headers = [] if content_type is None else [(b"content-type", content_type.encode())]
+    if token is not None:
+        headers.append((b"authorization", f"Bearer {token}".encode()))
     if content_length is not None:
         headers.append((b"content-length", str(content_length).encode()))
     scope = {"type": "http", "method": "POST", "path": path, "raw_path": path.encode(), "query_string": b"",
@@ -406,3 +444,25 @@ def test_a_form_takes_at_most_eight_fields_besides_its_files(app):
     one_more = b'--meerboundary\r\nContent-Disposition: form-data; name="x6"\r\n\r\n1\r\n' + at_most
     status, answer, _ = post(app, "/api/embed", [one_more], kind, len(one_more))
     assert (status, answer["error"]["code"]) == (400, "bad_request") and "Too many fields" in answer["error"]["message"]
+
+
+def test_the_service_runs_the_network_once_per_face(model, tmp_path):
+    wear(model, 2)
+    app = create_app(model, gallery=open_gallery(tmp_path / "g.db", model), token="t")
+    rows = passes(model.network)
+    a, b = (png(crop) for crop in crops(2))
+    name = b'--meerboundary\r\nContent-Disposition: form-data; name="name"\r\n\r\nann\r\n'
+    answers = {}
+    for path, files, faces in [("/api/enroll", [("image", "a.png", a), ("image", "b.png", b)], 2),
+                               ("/api/verify", [("a", "a.png", a), ("b", "b.png", b)], 2),
+                               ("/api/identify", [("image", "a.png", a)], 1)]:
+        body, kind = form(files)
+        body = name + body if path == "/api/enroll" else body
+        rows.clear()
+        status, answers[path], _ = post(app, path, [body], kind, len(body), token="t")
+        assert (status, sum(rows)) == (200, faces), path
+    assert answers["/api/enroll"]["person"]["masked"] == 2
+    assert answers["/api/verify"]["masked"] == [True, True] and answers["/api/verify"]["setting"] == "M-M"
+    identified = answers["/api/identify"]
+    assert set(identified) == {"identified", "score", "threshold", "calibrated", "candidates", "masked", "face"}
+    assert (identified["identified"], identified["masked"], identified["threshold"]) == ("ann", True, THRESHOLDS["M-U"])

@@ -30,7 +30,7 @@ from meer.data.photos import (
     load_image,
     resize_aligned,
 )
-from meer.inference.batched import embed_images, mask_classes, unmask_images
+from meer.inference.batched import embed_and_classify, embed_images, mask_classes, unmask_images
 from meer.inference.checkpoint import (
     STATE,
     find_checkpoint,
@@ -195,13 +195,25 @@ class FaceModel:
             return []
         return [bool(c != 0) for c in mask_classes(self.network, np.stack([f.aligned for f in faces]), self.batch_size)]
 
+    def embed_with_verdicts(
+        self, images: ImageInput | Sequence[ImageInput], aligned: bool = False
+    ) -> tuple[np.ndarray, list[bool | None]]:
+        """:meth:`embed` and :meth:`mask_verdicts` of the same faces, from one pass of the network."""
+        faces = self._faces(images, aligned)
+        if not faces:
+            return np.zeros((0, self.embedding_dim), np.float32), []
+        crops = np.stack([face.aligned for face in faces])
+        embeddings, classes = embed_and_classify(self.network, crops, self.batch_size, flip=self.flip)
+        masked = [None] * len(faces) if classes is None else [bool(c != 0) for c in classes]
+        return embeddings, masked
+
     def verify(self, a: ImageInput, b: ImageInput, aligned: bool = False) -> VerifyResult:
         """Compare two photos at the checkpoint's calibrated threshold for their setting (from
         the mask verdict on each face, see :class:`VerifyResult`)."""
         faces = (self.face(a, aligned), self.face(b, aligned))
-        first, second = self._embed_faces(list(faces))
+        (first, second), masked = self.embed_with_verdicts(list(faces))
         score = float(first @ second)
-        masked = tuple(self.mask_verdicts(list(faces)))
+        masked = tuple(masked)
         setting = "M-U" if None in masked else pair_setting(*masked)
         threshold = self.threshold_for(setting)
         return VerifyResult(score, score >= threshold, threshold, self.calibrated, faces, setting, masked)

@@ -59,6 +59,25 @@ def mask_classes(model: MEER, images: np.ndarray, batch_size: int = 256) -> np.n
     return out
 
 
+@torch.no_grad()
+def embed_and_classify(
+    model: MEER, images: np.ndarray, batch_size: int = 256, flip: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`embed_images`'s embeddings and :func:`mask_classes`'s classes of aligned uint8 faces
+    ``[N, S, S, 3]`` from the same forward pass (the classes from the unmirrored faces); the
+    classes are None when the model has no mask classifier."""
+    model.eval()
+    device = next(model.parameters()).device
+    embeddings = np.zeros((len(images), model.embedding_dim), np.float32)
+    classes = np.zeros(len(images), np.int64) if model.decouple is not None else None
+    for start, x in batches(images, batch_size, device):
+        encoded = model(x)
+        embeddings[start : start + len(x)] = model.embed(x, flip, encoded).cpu().numpy()
+        if classes is not None:
+            classes[start : start + len(x)] = encoded.decoupled.mask_logits.argmax(1).cpu().numpy()
+    return embeddings, classes
+
+
 @dataclass
 class Restorations:
     restored: np.ndarray  # uint8 [N, S, S, 3], composited

@@ -117,9 +117,10 @@ class MEER(nn.Module):
         return Encoded(maps, identity, self.backbone.head(identity), decoupled)
 
     @torch.no_grad()
-    def embed(self, images: torch.Tensor, flip: bool = False) -> torch.Tensor:
-        """Unit-norm embeddings ``[B, D]``; ``flip`` adds the mirrored image's embedding."""
-        embedding = self(images).embedding
+    def embed(self, images: torch.Tensor, flip: bool = False, encoded: Encoded | None = None) -> torch.Tensor:
+        """Unit-norm embeddings ``[B, D]``; ``flip`` adds the mirrored image's embedding.
+        ``encoded``: ``self(images)``, where the caller has it already."""
+        embedding = (self(images) if encoded is None else encoded).embedding
         if flip:
             embedding = embedding + self(torch.flip(images, dims=[3])).embedding
         return F.normalize(embedding.float())

@@ -78,6 +78,7 @@ from meer.gallery import (
     check_name,
     enroll_photos,
     identification_threshold,
+    identify_face,
 )
 
 if TYPE_CHECKING:
@@ -373,9 +374,7 @@ class _Service:
 
         def work():
             face = self.face(upload, "image", aligned)
-            masked = self.model.mask_verdicts(face)[0]
-            threshold, calibrated = identification_threshold(self.model, masked)
-            answer = gallery.identify(self.model.embed(face)[0], threshold, int(top_k), calibrated)
+            answer, masked = identify_face(gallery, self.model, face, int(top_k))
             return {**answer.to_dict(), "masked": masked, "face": {"filename": upload.filename, **face.to_dict()}}
 
         return JSONResponse(await self.run(work))
