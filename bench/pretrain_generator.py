@@ -53,17 +53,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
 from lfw_benchmark import MASK_SEED, lfw_split
+from safetensors import safe_open
+from safetensors.numpy import load_file, save_file
 
 from meer.config import build, deep_merge, parse_override
 from meer.data.cache import FaceCache
 from meer.data.cutouts import MaskCutouts
 from meer.data.dataset import MaskedFaces, StepSampler, mask_renderer, to_tensor, to_uint8
-from meer.data.faceset import mix
+from meer.data.faceset import FaceSet, mix
 from meer.data.masks import MASK_TYPES
 from meer.data.synthetic import SyntheticFaces
 from meer.eval.masked_copies import render_test_masks
@@ -138,6 +141,15 @@ class PretrainConfig:
     log_every: int = 25
     seed: int = 0
     threads: int = 2
+    device: str = "cpu"  # "cuda" trains on the GPU (the frozen recogniser too)
+    workers: int = 1  # data loader processes drawing the masks
+    # stop after this many minutes of training (0: none), with a last validation and checkpoint;
+    # the schedule still runs to ``steps``, so give a time-limited run a constant rate (min_lr_ratio 1)
+    max_minutes: float = 0.0
+    # the training and validation faces in one file (JPEG at ``pack_quality``), for a machine without
+    # the caches (a lent GPU): written from the caches when missing, read instead of them when there
+    faces_pack: str = ""
+    pack_quality: int = 90
 
 
 def load_pretrain_config(path: str, overrides: list[str], cls: type = PretrainConfig):
@@ -178,18 +190,57 @@ def append_metrics(out: Path, metrics: dict) -> None:
 
 def training_faces(cfg: PretrainConfig):
     """LFW faces of non-test, non-validation people + rmfrd-train unmasked + synthetic; and the
-    validation faces."""
+    validation faces (the ``val_faces`` of them the run scores)."""
+    pack = getattr(cfg, "faces_pack", "")  # train_occlusion.py's config has none
+    if pack and Path(pack).is_file():
+        faces, val_faces, counts = read_pack(pack)
+    else:
+        faces, val_faces, counts = faces_from_caches(cfg)
+        val_faces = val_faces.subset(np.linspace(0, len(val_faces) - 1, cfg.val_faces).round().astype(int))
+        if pack:
+            write_pack(pack, faces, val_faces, counts, cfg.pack_quality)
+    if cfg.synthetic_faces:  # made again on the spot: the same faces from the same seed
+        synthetic = SyntheticFaces(cfg.synthetic_faces // 8, 8, 112, seed=0).generate()
+        faces = mix([faces, dataclasses.replace(synthetic, masked=None)])
+        counts["synthetic"] = len(synthetic)
+    return faces, val_faces, counts
+
+
+def faces_from_caches(cfg: PretrainConfig):
     train, val, _, counts = lfw_split(FaceCache.open(cfg.lfw_cache), Path(cfg.pairs), 112, 120, 0)
     sets = [train]
     if cfg.rmfrd_cache:
         rmfrd = FaceCache.open(cfg.rmfrd_cache).faces
         sets.append(rmfrd.subset(np.flatnonzero(~rmfrd.real_masked)))
         counts["rmfrd_unmasked"] = len(sets[-1])
-    if cfg.synthetic_faces:
-        sets.append(SyntheticFaces(cfg.synthetic_faces // 8, 8, 112, seed=0).generate())
-        counts["synthetic"] = len(sets[-1])
     faces = mix([dataclasses.replace(s, masked=None) for s in sets])
     return faces, val.faces, counts
+
+
+def write_pack(path: str, faces: FaceSet, val_faces: FaceSet, counts: dict, quality: int) -> None:
+    """``faces`` and ``val_faces`` (images as JPEG, landmarks, labels) in one safetensors file."""
+    tensors = {}
+    for name, part in (("train", faces), ("val", val_faces)):
+        jpegs = [cv2.imencode(".jpg", np.asarray(im)[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])[1]
+                 for im in part.images]
+        tensors |= {f"{name}.jpeg": np.concatenate(jpegs), f"{name}.jpeg_ends": np.cumsum([len(j) for j in jpegs]),
+                    f"{name}.landmarks": part.landmarks, f"{name}.labels": part.labels}
+    save_file(tensors, f"{path}.tmp", metadata={"counts": json.dumps(counts), "quality": str(quality)})
+    os.replace(f"{path}.tmp", path)
+    log.info("faces packed into %s: %.1f MB", path, Path(path).stat().st_size / 1e6)
+
+
+def read_pack(path: str) -> tuple[FaceSet, FaceSet, dict]:
+    tensors = load_file(path)
+    with safe_open(path, "np") as f:
+        counts = json.loads(f.metadata()["counts"])
+
+    def part(name: str) -> FaceSet:
+        data, ends = tensors[f"{name}.jpeg"], tensors[f"{name}.jpeg_ends"]
+        images = np.stack([cv2.imdecode(data[a:b], cv2.IMREAD_COLOR)[..., ::-1] for a, b in zip(np.r_[0, ends[:-1]], ends)])
+        return FaceSet(images, tensors[f"{name}.landmarks"], tensors[f"{name}.labels"])
+
+    return part("train"), part("val"), counts | {"pack": path}
 
 
 SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8
@@ -252,7 +303,8 @@ class Restorer:
         if cfg.generator_occlusion == "refined" and model.occlusion_refiner is None:
             raise ValueError(f"generator_occlusion: refined needs an occlusion refiner in {cfg.base_model}")
         model.generator_occlusion = cfg.generator_occlusion
-        self.model = model.eval().requires_grad_(False)
+        self.device = torch.device(cfg.device)
+        self.model = model.to(self.device).eval().requires_grad_(False)
         model.generator.requires_grad_(True)
         self.meer_config = dataclasses.replace(meer_cfg, model=dataclasses.replace(
             meer_cfg.model, generator=True, generator_arch=cfg.generator_arch, generator_width=cfg.generator_width,
@@ -267,6 +319,7 @@ class Restorer:
 
     def losses(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.cfg
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if k in ("clean", "occlusion", "masked")}
         clean, occlusion = batch["clean"], batch["occlusion"]
         unmasked = self.restore(batch["masked"])
         raw, restored = unmasked.raw, unmasked.restored
@@ -299,7 +352,7 @@ class Restorer:
 def validate(restorer: Restorer, faces, masks, trained: list[str]) -> dict[str, float]:
     """Region PSNR / SSIM and boundary excess of the composites, on trained and held-out kinds."""
     restorer.model.generator.eval()
-    restored = np.concatenate([to_uint8(restorer.restore(to_tensor(masks.images[i:i + 32])).restored)
+    restored = np.concatenate([to_uint8(restorer.restore(to_tensor(masks.images[i:i + 32]).to(restorer.device)).restored)
                                for i in range(0, len(faces), 32)])
     restorer.model.generator.train()
     clean = np.asarray(faces.images)
@@ -382,7 +435,6 @@ def main() -> None:
 
     faces, val_faces, counts = training_faces(cfg)
     log.info("faces: %s", counts)
-    val_faces = val_faces.subset(np.linspace(0, len(val_faces) - 1, cfg.val_faces).round().astype(int))
     val_masks = render_test_masks(val_faces, MASK_SEED, ("surgical", "n95", "cloth"))
 
     try:
@@ -415,10 +467,11 @@ def main() -> None:
         log.info("real masks: %d cut-outs from %s on %.0f%% of the masked faces", len(cutouts), cfg.real_masks,
                  100 * cfg.real_mask_share)
     sampler = StepSampler(len(dataset), cfg.batch_size, seed=cfg.seed, start_step=start)
-    loader = iter(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=1,
-                                              persistent_workers=True))
+    loader = iter(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers,
+                                              persistent_workers=True, pin_memory=restorer.device.type == "cuda"))
     t0, seen_images = time.time(), 0
     for step in range(start, cfg.steps):
+        out_of_time = cfg.max_minutes > 0 and time.time() - t0 > 60 * cfg.max_minutes
         for group in optimizer.param_groups:
             group["lr"] = lr_at(cfg, step) * group["scale"]
         total, parts = restorer.losses(next(loader))
@@ -433,7 +486,9 @@ def main() -> None:
             rate = seen_images / (time.time() - t0)
             log.info("step %d loss %.4f %s lr %.2e %.1f img/s", done, float(total.detach()),
                      " ".join(f"{k} {v:.4f}" for k, v in parts.items()), lr_at(cfg, step), rate)
-        if done % cfg.eval_every == 0 or done == cfg.steps:
+        if out_of_time:
+            log.info("stopping at step %d: max_minutes %g reached", done, cfg.max_minutes)
+        if done % cfg.eval_every == 0 or done == cfg.steps or out_of_time:
             metrics = {"step": done, **validate(restorer, val_faces, val_masks, cfg.mask_types),
                        "train/loss": float(total.detach()), "images_per_s": seen_images / (time.time() - t0)}
             append_metrics(out, metrics)
@@ -443,6 +498,8 @@ def main() -> None:
             path = save(out, restorer, optimizer, done, cfg, best)
             if improved:
                 keep_best(out, path)
+            if out_of_time:
+                break
         elif done % cfg.ckpt_every == 0:
             save(out, restorer, optimizer, done, cfg, best)
 

@@ -197,7 +197,6 @@ def main() -> None:
 
     faces, val_faces, counts = training_faces(cfg)
     log.info("faces: %s", counts)
-    val_faces = val_faces.subset(np.linspace(0, len(val_faces) - 1, cfg.val_faces).round().astype(int))
     val_masks = render_test_masks(val_faces, MASK_SEED, ("surgical", "n95", "cloth"))
     if cfg.val_cutouts:
         val_masks = with_cutouts(val_faces, val_masks, cfg.val_cutouts)

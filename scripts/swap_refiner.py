@@ -1,11 +1,14 @@
-"""A checkpoint with another checkpoint's occlusion refiner: every other weight stays the first's.
+"""A checkpoint with another checkpoint's occlusion refiner (or generator): every other weight stays the first's.
 
     python scripts/swap_refiner.py runs/gen/checkpoints/step_00010500 runs/occ/checkpoints/best runs/gen+occ
+    python scripts/swap_refiner.py src/meer/default_model generator.safetensors runs/gpu-gen --part generator
 
 The refiner trains on a frozen model (``bench/train_occlusion.py``) and the generator on a frozen
 recogniser and refiner (``bench/pretrain_generator.py``), so the two can be trained side by side
-from the same release and put together afterwards. Writes a run folder (``OUT/checkpoints/...``)
-that every meer command loads; its state records where the refiner came from.
+from the same release and put together afterwards. The donor is a checkpoint, a release, or a
+``.safetensors`` file of the part's own weights (what a lent GPU sends back: the whole model's
+checkpoint is too large). Writes a run folder (``OUT/checkpoints/...``) that every meer command
+loads; its state records where the part came from.
 """
 
 from __future__ import annotations
@@ -13,29 +16,45 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from safetensors.torch import load_file
+
 from meer.inference.checkpoint import flat_state, load_model, save_checkpoint
+
+PARTS = {"occlusion_refiner": "occlusion refiner", "generator": "generator"}
+
+
+def donor_weights(path: str, part: str) -> dict:
+    if path.endswith(".safetensors"):
+        return load_file(path)
+    donor, _, _ = load_model(path)
+    if getattr(donor, part) is None:
+        raise SystemExit(f"error: {path} has no {PARTS[part]}")
+    return getattr(donor, part).state_dict()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", help="checkpoint or release: every weight but the refiner")
-    parser.add_argument("refiner", help="checkpoint or release whose occlusion refiner is taken")
+    parser.add_argument("checkpoint", help="checkpoint or release: every weight but the part")
+    parser.add_argument("donor", help="checkpoint, release or .safetensors file whose part is taken")
     parser.add_argument("out", help="run folder to write")
+    parser.add_argument("--part", choices=sorted(PARTS), default="occlusion_refiner")
     args = parser.parse_args()
     try:
         model, cfg, state = load_model(args.checkpoint)
-        donor, _, _ = load_model(args.refiner)
+        weights = donor_weights(args.donor, args.part)
     except (OSError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
-    if donor.occlusion_refiner is None:
-        raise SystemExit(f"error: {args.refiner} has no occlusion refiner")
-    if model.occlusion_refiner is None:
-        raise SystemExit(f"error: {args.checkpoint} has no occlusion refiner to replace")
-    model.occlusion_refiner.load_state_dict(donor.occlusion_refiner.state_dict())
+    if getattr(model, args.part) is None:
+        raise SystemExit(f"error: {args.checkpoint} has no {PARTS[args.part]} to replace")
+    try:
+        getattr(model, args.part).load_state_dict(weights)
+    except RuntimeError as err:
+        raise SystemExit(f"error: {args.donor}: not the {PARTS[args.part]} of {args.checkpoint}: "
+                         f"{str(err).splitlines()[0]}") from None
     state = {k: v for k, v in state.items() if k != "format_version"}
-    state.update(config=dataclasses.asdict(cfg), occlusion_refiner_from=args.refiner, weights_from=args.checkpoint)
+    state.update({"config": dataclasses.asdict(cfg), f"{args.part}_from": args.donor, "weights_from": args.checkpoint})
     path = save_checkpoint(args.out, f"step_{int(state.get('step', 0)):08d}", flat_state({"model": model}), {}, state)
-    print(f"wrote {path}: {args.checkpoint} with the occlusion refiner of {args.refiner}")
+    print(f"wrote {path}: {args.checkpoint} with the {PARTS[args.part]} of {args.donor}")
 
 
 if __name__ == "__main__":

@@ -48,3 +48,34 @@ def test_a_missing_checkpoint_is_one_line(tmp_path):
                            str(RELEASE), str(tmp_path / "out")], capture_output=True, text=True)
     assert done.returncode != 0 and len(done.stderr.strip().splitlines()) == 1
     assert done.stderr.startswith("error: ") and "nowhere" in done.stderr
+
+
+def test_a_generator_comes_from_a_file_of_its_own_weights(tmp_path):
+    from safetensors.torch import save_file
+
+    model, _, _ = load_model(RELEASE)
+    released = {key: value.clone() for key, value in model.state_dict().items()}
+    trained = {key: value + 0.25 if value.is_floating_point() else value
+               for key, value in model.generator.state_dict().items()}
+    save_file(trained, tmp_path / "generator.safetensors")
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "swap_refiner.py"), str(RELEASE),
+                           str(tmp_path / "generator.safetensors"), str(tmp_path / "out"), "--part", "generator"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    swapped, _, state = load_model(tmp_path / "out")
+    for key, value in swapped.state_dict().items():
+        expected = trained[key.removeprefix("generator.")] if key.startswith("generator.") else released[key]
+        assert torch.equal(value, expected), key
+    assert state["generator_from"] == str(tmp_path / "generator.safetensors")
+
+
+def test_weights_of_another_part_are_refused_in_one_line(tmp_path):
+    from safetensors.torch import save_file
+
+    model, _, _ = load_model(RELEASE)
+    save_file(dict(model.occlusion_refiner.state_dict()), tmp_path / "refiner.safetensors")
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "swap_refiner.py"), str(RELEASE),
+                           str(tmp_path / "refiner.safetensors"), str(tmp_path / "out"), "--part", "generator"],
+                          capture_output=True, text=True)
+    assert done.returncode != 0 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("error: ") and not (tmp_path / "out").exists()

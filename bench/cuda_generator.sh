@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# One call on a lent GPU (BENCHMARKS.md 3b and 8): the embedding latency after the upsampling fix,
+# then the shipped generator trained on for MINUTES with its own recipe at batch 64, twice side by
+# side: as it is (arm A) and with the recogniser's id and feature-map losses (arm B), which cost
+# two recogniser passes a step and were only ever run for 400 steps on the CPU.
+#
+#   python bench/pretrain_generator.py bench/configs/pretrain/generator.yaml --out /tmp/pack \
+#       --set faces_pack=gpu/faces.safetensors steps=0          # here: the faces, as JPEG (the caches are too big to send)
+#   python -c "...": runs/cutouts-rmfrd-train-fit.safetensors with the pixels outside each mask zeroed
+#       (paste never reads them), gzipped to gpu/cutouts-rmfrd-train-fit.safetensors.gz (8.3 -> 1.5 MB)
+#   bash bench/cuda_generator.sh                                # there, with gpu/ carried
+#
+# Back in $OUT: the logs, each arm's metrics.jsonl and its generator's weights (gen-A.safetensors,
+# gen-B.safetensors; put them into the release with scripts/swap_refiner.py --part generator).
+set -u
+OUT=${OUT:-runs/cuda-generator}
+MINUTES=${MINUTES:-5}
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD/src:$PWD/bench${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+started=$SECONDS
+part() { echo; echo "=== $1 ($((SECONDS - started)) s)"; }
+
+part environment
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+  $PY -c "import torch; print('torch', torch.__version__, '| CUDA', torch.version.cuda, '|', torch.cuda.get_device_name(0))"
+  nproc; } 2>&1 | tee "$OUT/environment.txt"
+
+part "embedding latency after the upsampling fix"
+timeout 100 $PY bench/throughput.py --cuda --only inference 2>&1 | tee "$OUT/throughput.txt"
+timeout 45 $PY bench/upsample_layout.py --cuda --repeat 20 2>&1 | tee -a "$OUT/throughput.txt"
+
+part "the generator, $MINUTES minutes a run, two runs side by side"
+gunzip -kf gpu/cutouts-rmfrd-train-fit.safetensors.gz
+recipe="generator_arch=gated-encoder generator_occlusion=refined blend_dilate=4 blend_feather=4 edge=1.0 boundary=1 ssim=25
+  init_generator=src/meer/default_model init_step=17100 steps=1000000 lr=0.0001 min_lr_ratio=1.0 warmup_steps=25
+  batch_size=64 device=cuda workers=7 threads=1 faces_pack=gpu/faces.safetensors
+  real_masks=gpu/cutouts-rmfrd-train-fit.safetensors real_mask_share=0.5
+  eval_every=500 ckpt_every=100000 log_every=100 max_minutes=$MINUTES"
+# shellcheck disable=SC2086
+$PY bench/pretrain_generator.py bench/configs/pretrain/generator.yaml --out /tmp/gen-A --set $recipe \
+  > "$OUT/gen-A.log" 2>&1 &
+# shellcheck disable=SC2086
+$PY bench/pretrain_generator.py bench/configs/pretrain/generator.yaml --out /tmp/gen-B --set $recipe id=5 perceptual=2 \
+  > "$OUT/gen-B.log" 2>&1 &
+wait
+for arm in A B; do
+  tail -4 "$OUT/gen-$arm.log"
+  cp /tmp/gen-$arm/metrics.jsonl "$OUT/metrics-$arm.jsonl"
+  $PY - "$arm" "$OUT" <<'EOF'
+import sys
+from pathlib import Path
+from safetensors.torch import save_file
+from meer.inference.checkpoint import latest_checkpoint, load_weights, split_state
+arm, out = sys.argv[1:]
+last = latest_checkpoint(Path(f"/tmp/gen-{arm}"))
+save_file(split_state(load_weights(last), "model.generator"), f"{out}/gen-{arm}.safetensors", {"checkpoint": last.name})
+print(f"arm {arm}: {last.name} -> {out}/gen-{arm}.safetensors")
+EOF
+done
+part done
