@@ -9,6 +9,7 @@
 #   python -c "...": runs/cutouts-rmfrd-train-fit.safetensors with the pixels outside each mask zeroed
 #       (paste never reads them), gzipped to gpu/cutouts-rmfrd-train-fit.safetensors.gz (8.3 -> 1.5 MB)
 #   bash bench/cuda_generator.sh                                # there, with gpu/ carried
+#   LATENCY=0 ARMS=B MINUTES=5 SCHEDULE="steps=21300 cosine_start=17100 min_lr_ratio=0.1" bash bench/cuda_generator.sh   # the second call
 #
 # Back in $OUT: the logs, each arm's metrics.jsonl and its generator's weights (gen-A.safetensors,
 # gen-B.safetensors; put them into the release with scripts/swap_refiner.py --part generator).
@@ -26,25 +27,28 @@ part environment
   $PY -c "import torch; print('torch', torch.__version__, '| CUDA', torch.version.cuda, '|', torch.cuda.get_device_name(0))"
   nproc; } 2>&1 | tee "$OUT/environment.txt"
 
-part "embedding latency after the upsampling fix"
-timeout 100 $PY bench/throughput.py --cuda --only inference 2>&1 | tee "$OUT/throughput.txt"
-timeout 45 $PY bench/upsample_layout.py --cuda --repeat 20 2>&1 | tee -a "$OUT/throughput.txt"
+if [ "${LATENCY:-1}" = 1 ]; then
+  part "embedding latency after the upsampling fix"
+  timeout 100 $PY bench/throughput.py --cuda --only inference 2>&1 | tee "$OUT/throughput.txt"
+  timeout 45 $PY bench/upsample_layout.py --cuda --repeat 20 2>&1 | tee -a "$OUT/throughput.txt"
+fi
 
-part "the generator, $MINUTES minutes a run, two runs side by side"
+ARMS=${ARMS:-A B}
+part "the generator, $MINUTES minutes a run: arms $ARMS side by side"
 gunzip -kf gpu/cutouts-rmfrd-train-fit.safetensors.gz
 recipe="generator_arch=gated-encoder generator_occlusion=refined blend_dilate=4 blend_feather=4 edge=1.0 boundary=1 ssim=25
   init_generator=src/meer/default_model init_step=17100 steps=1000000 lr=0.0001 min_lr_ratio=1.0 warmup_steps=25
-  batch_size=64 device=cuda workers=7 threads=1 faces_pack=gpu/faces.safetensors
+  batch_size=64 device=cuda workers=$((14 / $(echo $ARMS | wc -w))) threads=1 faces_pack=gpu/faces.safetensors
   real_masks=gpu/cutouts-rmfrd-train-fit.safetensors real_mask_share=0.5
-  eval_every=500 ckpt_every=100000 log_every=100 max_minutes=$MINUTES"
-# shellcheck disable=SC2086
-$PY bench/pretrain_generator.py bench/configs/pretrain/generator.yaml --out /tmp/gen-A --set $recipe \
-  > "$OUT/gen-A.log" 2>&1 &
-# shellcheck disable=SC2086
-$PY bench/pretrain_generator.py bench/configs/pretrain/generator.yaml --out /tmp/gen-B --set $recipe id=5 perceptual=2 \
-  > "$OUT/gen-B.log" 2>&1 &
+  eval_every=500 ckpt_every=100000 log_every=100 max_minutes=$MINUTES ${SCHEDULE:-}"
+declare -A losses=([A]="" [B]="id=5 perceptual=2")  # A: the shipped recipe; B: with the id and feature-map losses
+for arm in $ARMS; do
+  # shellcheck disable=SC2086
+  $PY bench/pretrain_generator.py bench/configs/pretrain/generator.yaml --out /tmp/gen-$arm --set $recipe ${losses[$arm]} \
+    > "$OUT/gen-$arm.log" 2>&1 &
+done
 wait
-for arm in A B; do
+for arm in $ARMS; do
   tail -4 "$OUT/gen-$arm.log"
   cp /tmp/gen-$arm/metrics.jsonl "$OUT/metrics-$arm.jsonl"
   $PY - "$arm" "$OUT" <<'EOF'
