@@ -192,13 +192,13 @@ def training_faces(cfg: PretrainConfig):
     """LFW faces of non-test, non-validation people + rmfrd-train unmasked + synthetic; and the
     validation faces (the ``val_faces`` of them the run scores)."""
     pack = getattr(cfg, "faces_pack", "")  # train_occlusion.py's config has none
-    if pack and Path(pack).is_file():
-        faces, val_faces, counts = read_pack(pack)
+    if pack:
+        if not Path(pack).is_file():
+            faces, val_faces, counts = faces_from_caches(cfg)
+            write_pack(pack, faces, val_faces, counts, pack_settings(cfg))
+        faces, val_faces, counts = read_pack(pack, pack_settings(cfg))  # the JPEG faces, on every run alike
     else:
         faces, val_faces, counts = faces_from_caches(cfg)
-        val_faces = val_faces.subset(np.linspace(0, len(val_faces) - 1, cfg.val_faces).round().astype(int))
-        if pack:
-            write_pack(pack, faces, val_faces, counts, cfg.pack_quality)
     if cfg.synthetic_faces:  # made again on the spot: the same faces from the same seed
         synthetic = SyntheticFaces(cfg.synthetic_faces // 8, 8, 112, seed=0).generate()
         faces = mix([faces, dataclasses.replace(synthetic, masked=None)])
@@ -214,33 +214,45 @@ def faces_from_caches(cfg: PretrainConfig):
         sets.append(rmfrd.subset(np.flatnonzero(~rmfrd.real_masked)))
         counts["rmfrd_unmasked"] = len(sets[-1])
     faces = mix([dataclasses.replace(s, masked=None) for s in sets])
-    return faces, val.faces, counts
+    val_faces = val.faces.subset(np.linspace(0, len(val.faces) - 1, cfg.val_faces).round().astype(int))
+    return faces, val_faces, counts
 
 
-def write_pack(path: str, faces: FaceSet, val_faces: FaceSet, counts: dict, quality: int) -> None:
+def pack_settings(cfg: PretrainConfig) -> dict:
+    """What a faces pack was made from: a run whose config says otherwise refuses it."""
+    return {key: getattr(cfg, key) for key in ("lfw_cache", "pairs", "rmfrd_cache", "val_faces", "pack_quality")}
+
+
+def write_pack(path: str, faces: FaceSet, val_faces: FaceSet, counts: dict, settings: dict) -> None:
     """``faces`` and ``val_faces`` (images as JPEG, landmarks, labels) in one safetensors file."""
     tensors = {}
     for name, part in (("train", faces), ("val", val_faces)):
-        jpegs = [cv2.imencode(".jpg", np.asarray(im)[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])[1]
+        jpegs = [cv2.imencode(".jpg", np.asarray(im)[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, settings["pack_quality"]])[1]
                  for im in part.images]
         tensors |= {f"{name}.jpeg": np.concatenate(jpegs), f"{name}.jpeg_ends": np.cumsum([len(j) for j in jpegs]),
                     f"{name}.landmarks": part.landmarks, f"{name}.labels": part.labels}
-    save_file(tensors, f"{path}.tmp", metadata={"counts": json.dumps(counts), "quality": str(quality)})
-    os.replace(f"{path}.tmp", path)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    save_file(tensors, tmp, metadata={"counts": json.dumps(counts), "settings": json.dumps(settings)})
+    os.replace(tmp, path)
     log.info("faces packed into %s: %.1f MB", path, Path(path).stat().st_size / 1e6)
 
 
-def read_pack(path: str) -> tuple[FaceSet, FaceSet, dict]:
-    tensors = load_file(path)
+def read_pack(path: str, settings: dict) -> tuple[FaceSet, FaceSet, dict]:
+    """The faces of :func:`write_pack`'s file, if it was made with ``settings``."""
     with safe_open(path, "np") as f:
-        counts = json.loads(f.metadata()["counts"])
+        metadata = f.metadata() or {}
+    made_with = json.loads(metadata.get("settings", "{}"))
+    if made_with != settings:
+        changed = sorted(k for k in settings if made_with.get(k) != settings[k])
+        raise SystemExit(f"error: {path} was packed with other settings ({', '.join(changed)}): delete it to pack again")
+    tensors = load_file(path)
 
     def part(name: str) -> FaceSet:
         data, ends = tensors[f"{name}.jpeg"], tensors[f"{name}.jpeg_ends"]
         images = np.stack([cv2.imdecode(data[a:b], cv2.IMREAD_COLOR)[..., ::-1] for a, b in zip(np.r_[0, ends[:-1]], ends)])
         return FaceSet(images, tensors[f"{name}.landmarks"], tensors[f"{name}.labels"])
 
-    return part("train"), part("val"), counts | {"pack": path}
+    return part("train"), part("val"), json.loads(metadata["counts"]) | {"pack": path}
 
 
 SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8
@@ -468,7 +480,7 @@ def main() -> None:
                  100 * cfg.real_mask_share)
     sampler = StepSampler(len(dataset), cfg.batch_size, seed=cfg.seed, start_step=start)
     loader = iter(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers,
-                                              persistent_workers=True, pin_memory=restorer.device.type == "cuda"))
+                                              persistent_workers=cfg.workers > 0, pin_memory=restorer.device.type == "cuda"))
     t0, seen_images = time.time(), 0
     for step in range(start, cfg.steps):
         out_of_time = cfg.max_minutes > 0 and time.time() - t0 > 60 * cfg.max_minutes

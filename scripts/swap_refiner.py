@@ -7,7 +7,8 @@ The refiner trains on a frozen model (``bench/train_occlusion.py``) and the gene
 recogniser and refiner (``bench/pretrain_generator.py``), so the two can be trained side by side
 from the same release and put together afterwards. The donor is a checkpoint, a release, or a
 ``.safetensors`` file of the part's own weights (what a lent GPU sends back: the whole model's
-checkpoint is too large). Writes a run folder (``OUT/checkpoints/...``) that every meer command
+checkpoint is too large); the part's settings (for a generator: its architecture, blend and occlusion
+map) are the first checkpoint's, so the donor must have been trained with them. Writes a run folder (``OUT/checkpoints/...``) that every meer command
 loads; its state records where the part came from.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from meer.inference.checkpoint import flat_state, load_model, save_checkpoint
@@ -42,15 +44,23 @@ def main() -> None:
     try:
         model, cfg, state = load_model(args.checkpoint)
         weights = donor_weights(args.donor, args.part)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, SafetensorError) as err:
         raise SystemExit(f"error: {err}") from None
     if getattr(model, args.part) is None:
         raise SystemExit(f"error: {args.checkpoint} has no {PARTS[args.part]} to replace")
+    part = getattr(model, args.part)
+    missing, unexpected = part.state_dict().keys() - weights.keys(), weights.keys() - part.state_dict().keys()
+    if missing or unexpected:
+        whole = any(k.startswith((f"{args.part}.", f"model.{args.part}.")) for k in weights)
+        hint = ("a whole model's weights: give its checkpoint or release folder" if whole
+                else f"{len(missing)} of its tensors missing (e.g. {min(missing, default='-')}), "
+                     f"{len(unexpected)} unknown (e.g. {min(unexpected, default='-')})")
+        raise SystemExit(f"error: {args.donor} is not the {PARTS[args.part]} of {args.checkpoint}: {hint}")
     try:
-        getattr(model, args.part).load_state_dict(weights)
-    except RuntimeError as err:
-        raise SystemExit(f"error: {args.donor}: not the {PARTS[args.part]} of {args.checkpoint}: "
-                         f"{str(err).splitlines()[0]}") from None
+        part.load_state_dict(weights)
+    except RuntimeError as err:  # the same names, other shapes: torch's second line names them
+        raise SystemExit(f"error: {args.donor} is not the {PARTS[args.part]} of {args.checkpoint}: "
+                         f"{' '.join(str(err).split())[:300]}") from None
     state = {k: v for k, v in state.items() if k != "format_version"}
     state.update({"config": dataclasses.asdict(cfg), f"{args.part}_from": args.donor, "weights_from": args.checkpoint})
     path = save_checkpoint(args.out, f"step_{int(state.get('step', 0)):08d}", flat_state({"model": model}), {}, state)

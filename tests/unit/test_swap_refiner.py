@@ -78,4 +78,15 @@ def test_weights_of_another_part_are_refused_in_one_line(tmp_path):
                            str(tmp_path / "refiner.safetensors"), str(tmp_path / "out"), "--part", "generator"],
                           capture_output=True, text=True)
     assert done.returncode != 0 and len(done.stderr.strip().splitlines()) == 1, done.stderr
-    assert done.stderr.startswith("error: ") and not (tmp_path / "out").exists()
+    assert done.stderr.startswith("error: ") and "is not the generator of" in done.stderr
+    assert "tensors missing" in done.stderr and not (tmp_path / "out").exists()
+
+
+def test_a_whole_models_weights_or_a_broken_file_are_refused_in_one_line(tmp_path):
+    (tmp_path / "broken.safetensors").write_bytes(b"hi")
+    for donor, says in ((RELEASE / "model.safetensors", "a whole model's weights"),
+                        (tmp_path / "broken.safetensors", "error: ")):
+        done = subprocess.run([sys.executable, str(ROOT / "scripts" / "swap_refiner.py"), str(RELEASE), str(donor),
+                               str(tmp_path / "out"), "--part", "generator"], capture_output=True, text=True)
+        assert done.returncode != 0 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert done.stderr.startswith("error: ") and says in done.stderr and "Traceback" not in done.stderr

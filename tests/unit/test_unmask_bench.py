@@ -283,3 +283,19 @@ def test_the_refiner_training_starts_fresh_or_goes_on_from_the_base_models_refin
     assert all(torch.equal(v, released[k]) for k, v in going_on.occlusion_refiner.state_dict().items())
     assert not all(torch.equal(v, released[k]) for k, v in fresh.occlusion_refiner.state_dict().items())
     assert not any(p.requires_grad for p in going_on.generator.parameters())
+
+
+def test_a_faces_pack_gives_back_its_faces_and_refuses_other_settings(tmp_path):
+    from meer.data.synthetic import SyntheticFaces
+
+    faces = SyntheticFaces(3, 2, 112, seed=0).generate()
+    path = str(tmp_path / "faces.safetensors")
+    settings = {"lfw_cache": "data/lfw112", "val_faces": 2, "pack_quality": 95}
+    pretrain_generator.write_pack(path, faces, faces.subset(np.array([0, 5])), {"train_images": 6}, settings)
+    train, val, counts = pretrain_generator.read_pack(path, settings)
+    assert np.array_equal(train.labels, faces.labels) and np.array_equal(train.landmarks, faces.landmarks)
+    assert np.array_equal(val.labels, faces.labels[[0, 5]]) and counts["train_images"] == 6
+    error = np.abs(train.images.astype(int) - faces.images.astype(int))
+    assert train.images.shape == faces.images.shape and 0 < error.mean() < 6  # JPEG: near, not equal
+    with pytest.raises(SystemExit, match=r"packed with other settings \(val_faces\)"):
+        pretrain_generator.read_pack(path, settings | {"val_faces": 96})
