@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if result.mask_detected:
         in_photo = f", and in the photo to {written['in_photo']}" if args.in_photo else ""
-        print(f"mask detected ({result.mask_type}); restored face written to {written['output']}{in_photo}")
+        print(f"mask detected (looks most like: {result.mask_type}); restored face written to {written['output']}{in_photo}")
     else:
         print(f"no mask detected, nothing to restore; the aligned face is written unchanged to {written['output']}")
     return 0
