@@ -25,7 +25,6 @@ def progress_bar(total: int, desc: str, enabled: bool) -> tqdm:
     return tqdm(total=total, desc=desc, unit="img", disable=not enabled, leave=False, dynamic_ncols=True)
 
 
-@torch.no_grad()
 def embed_images(
     model: MEER,
     images: np.ndarray,
@@ -35,14 +34,7 @@ def embed_images(
     desc: str = "embed",
 ) -> np.ndarray:
     """Unit-norm embeddings ``[N, D]`` (float32) of aligned uint8 faces ``[N, S, S, 3]``."""
-    model.eval()
-    device = next(model.parameters()).device
-    out = np.zeros((len(images), model.embedding_dim), np.float32)
-    with progress_bar(len(images), desc, progress) as bar:
-        for start, x in batches(images, batch_size, device):
-            out[start : start + len(x)] = model.embed(x, flip=flip).cpu().numpy()
-            bar.update(len(x))
-    return out
+    return embed_and_classify(model, images, batch_size, flip, progress, desc)[0]
 
 
 @torch.no_grad()
@@ -61,7 +53,12 @@ def mask_classes(model: MEER, images: np.ndarray, batch_size: int = 256) -> np.n
 
 @torch.no_grad()
 def embed_and_classify(
-    model: MEER, images: np.ndarray, batch_size: int = 256, flip: bool = False
+    model: MEER,
+    images: np.ndarray,
+    batch_size: int = 256,
+    flip: bool = False,
+    progress: bool = False,
+    desc: str = "embed",
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """:func:`embed_images`'s embeddings and :func:`mask_classes`'s classes of aligned uint8 faces
     ``[N, S, S, 3]`` from the same forward pass (the classes from the unmirrored faces); the
@@ -70,11 +67,13 @@ def embed_and_classify(
     device = next(model.parameters()).device
     embeddings = np.zeros((len(images), model.embedding_dim), np.float32)
     classes = np.zeros(len(images), np.int64) if model.decouple is not None else None
-    for start, x in batches(images, batch_size, device):
-        encoded = model(x)
-        embeddings[start : start + len(x)] = model.embed(x, flip, encoded).cpu().numpy()
-        if classes is not None:
-            classes[start : start + len(x)] = encoded.decoupled.mask_logits.argmax(1).cpu().numpy()
+    with progress_bar(len(images), desc, progress) as bar:
+        for start, x in batches(images, batch_size, device):
+            encoded = model(x)
+            embeddings[start : start + len(x)] = model.embed(x, flip, encoded).cpu().numpy()
+            if classes is not None:
+                classes[start : start + len(x)] = encoded.decoupled.mask_logits.argmax(1).cpu().numpy()
+            bar.update(len(x))
     return embeddings, classes
 
 
