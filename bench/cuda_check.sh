@@ -13,17 +13,8 @@
 #   bash bench/cuda_check.sh            # under 10 minutes on an H200
 set -u
 OUT=${OUT:-runs/cuda-check}
-mkdir -p "$OUT"
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-PY=${PYTHON:-python3}
-started=$SECONDS
-part() { echo; echo "=== $1 ($((SECONDS - started)) s)"; }
-
-part environment
-{ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
-  $PY -c "import torch, platform; print('python', platform.python_version(), '| torch', torch.__version__,
-'| CUDA', torch.version.cuda, '| cuDNN', torch.backends.cudnn.version(), '|', torch.cuda.get_device_name(0))"
-  nproc; } 2>&1 | tee "$OUT/environment.txt"
+# shellcheck source=bench/cuda_env.sh
+source bench/cuda_env.sh
 
 part "speed at the real scale"
 timeout 200 $PY bench/throughput.py --cuda --only training --only inference 2>&1 | tee "$OUT/throughput.txt"

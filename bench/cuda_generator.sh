@@ -9,23 +9,20 @@
 #   python -c "...": runs/cutouts-rmfrd-train-fit.safetensors with the pixels outside each mask zeroed
 #       (paste never reads them), gzipped to gpu/cutouts-rmfrd-train-fit.safetensors.gz (8.3 -> 1.5 MB)
 #   bash bench/cuda_generator.sh                                # there, with gpu/ carried
-#   LATENCY=0 ARMS=B MINUTES=5 SCHEDULE="steps=21300 cosine_start=17100 min_lr_ratio=0.1" bash bench/cuda_generator.sh   # the second call
+#   INIT_STEP=17100 LATENCY=0 ARMS=B MINUTES=5 SCHEDULE="steps=21300 cosine_start=17100 min_lr_ratio=0.1" \
+#       bash bench/cuda_generator.sh   # the twentieth session's second call (B2), from the release before it
+#
+# INIT_STEP is the step the shipped generator was trained to (21,300 since the twentieth session;
+# src/meer/default_model/PROVENANCE.md): the schedule and the step numbers go on from it.
 #
 # Back in $OUT: the logs, each arm's metrics.jsonl and its generator's weights (gen-A.safetensors,
 # gen-B.safetensors; put them into the release with scripts/swap_refiner.py --part generator).
 set -u
 OUT=${OUT:-runs/cuda-generator}
 MINUTES=${MINUTES:-5}
-mkdir -p "$OUT"
-export PYTHONPATH="$PWD/src:$PWD/bench${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-PY=${PYTHON:-python3}
-started=$SECONDS
-part() { echo; echo "=== $1 ($((SECONDS - started)) s)"; }
-
-part environment
-{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
-  $PY -c "import torch; print('torch', torch.__version__, '| CUDA', torch.version.cuda, '|', torch.cuda.get_device_name(0))"
-  nproc; } 2>&1 | tee "$OUT/environment.txt"
+INIT_STEP=${INIT_STEP:-21300}  # the shipped generator's step (src/meer/default_model/PROVENANCE.md)
+# shellcheck source=bench/cuda_env.sh
+source bench/cuda_env.sh
 
 if [ "${LATENCY:-1}" = 1 ]; then
   part "embedding latency after the upsampling fix"
@@ -37,7 +34,7 @@ ARMS=${ARMS:-A B}
 part "the generator, $MINUTES minutes a run: arms $ARMS side by side"
 gunzip -kf gpu/cutouts-rmfrd-train-fit.safetensors.gz
 recipe="generator_arch=gated-encoder generator_occlusion=refined blend_dilate=4 blend_feather=4 edge=1.0 boundary=1 ssim=25
-  init_generator=src/meer/default_model init_step=17100 steps=1000000 lr=0.0001 min_lr_ratio=1.0 warmup_steps=25
+  init_generator=src/meer/default_model init_step=$INIT_STEP steps=1000000 lr=0.0001 min_lr_ratio=1.0 warmup_steps=25
   batch_size=64 device=cuda workers=$((14 / $(echo $ARMS | wc -w))) threads=1 faces_pack=gpu/faces.safetensors
   real_masks=gpu/cutouts-rmfrd-train-fit.safetensors real_mask_share=0.5
   eval_every=500 ckpt_every=100000 log_every=100 max_minutes=$MINUTES ${SCHEDULE:-}"
