@@ -412,12 +412,12 @@ def save(out: Path, restorer: Restorer, optimizer, step: int, cfg: PretrainConfi
                      {"stage": "generator-pretrain", "pretrain": dataclasses.asdict(cfg)})
 
 
-def save_step(out: Path, model, meer_config, optimizer, step: int, best: dict, extra: dict) -> Path:
-    """A meer checkpoint of ``model`` at ``step`` in run folder ``out`` (the last two kept), with
-    the optimiser state, the best validation metrics so far and ``extra`` in its state."""
+def save_step(out: Path, model, meer_config, optimizer, step: int, best: dict, extra: dict, keep: int = 2) -> Path:
+    """A meer checkpoint of ``model`` at ``step`` in run folder ``out`` (the last ``keep`` kept),
+    with the optimiser state, the best validation metrics so far and ``extra`` in its state."""
     state = {"config": dataclasses.asdict(meer_config), "step": step, **extra, "best": best, "versions": versions()}
     return save_checkpoint(out, f"step_{step:08d}", flat_state({"model": model}),
-                           {"optimizer": optimizer.state_dict(), "step": step}, state, keep=2)
+                           {"optimizer": optimizer.state_dict(), "step": step}, state, keep=keep)
 
 
 def resume(out: Path, module: torch.nn.Module, prefix: str, optimizer) -> tuple[int, dict] | None:

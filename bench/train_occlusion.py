@@ -20,8 +20,10 @@ computed once; training then runs on that pool, each copy mirrored on every othe
 scored on the validation identities' faces with the benchmark's masks, trained and held-out
 kinds apart: IoU of the region above the threshold with the true one, the share of the true
 region it misses and of skin it adds, and the composite's PSNR / SSIM / boundary excess with
-the base model's generator and blend. The best step (IoU on the trained kinds) goes to
-``checkpoints/best``, a meer checkpoint; a run resumes from its latest checkpoint.
+the base model's generator and blend. The best step by ``best_metric`` (default: IoU on the
+trained kinds) goes to ``checkpoints/best``, a meer checkpoint, and the last ``keep_steps`` step
+checkpoints stay. A run resumes from its latest checkpoint, and the pool is kept in the run
+folder (``pool.npz``) so that a resumed run does not build it again.
 """
 
 from __future__ import annotations
@@ -31,9 +33,12 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; see meer.cli.main
 
 import dataclasses
+import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -80,6 +85,9 @@ class OcclusionConfig:
     min_lr_ratio: float = 0.05
     cosine_start: int = 0  # lr_at's cosine starts here
     bce: float = 1.0
+    # the BCE's weight on mask pixels against face pixels: above 1, a missed mask pixel costs more than
+    # a face pixel taken (mask left beside the repainted region shows its edge; skin repainted does not)
+    bce_pos_weight: float = 1.0
     dice: float = 1.0
     val_faces: int = 96
     # masks cut out of real masked photos (``meer cutouts``) pasted on the validation faces as a
@@ -90,9 +98,19 @@ class OcclusionConfig:
     real_masks: str = ""
     real_mask_share: float = 0.0
     eval_every: int = 250
+    # the validation figure that picks checkpoints/best (a key of metrics.jsonl); lower is better
+    # for the shares missed / extra and the boundary excess, higher for the rest
+    best_metric: str = "val/seen/iou"
+    keep_steps: int = 2  # step checkpoints kept besides checkpoints/best
     log_every: int = 25
     seed: int = 0
     threads: int = 2
+
+# what the pool is made of, with the base model's weights: a pool.npz built otherwise is built again
+POOL_KEYS = ("base_model", "lfw_cache", "pairs", "rmfrd_cache", "synthetic_faces", "mask_types", "mask_prob",
+             "passes", "real_masks", "real_mask_share", "seed")
+LOWER_IS_BETTER = ("missed", "extra", "boundary")
+VAL_KINDS = ("surgical", "n95", "cloth")  # the validation faces wear each of these
 
 
 def refined_model(cfg: OcclusionConfig):
@@ -130,6 +148,38 @@ def build_pool(model, faces, cfg: OcclusionConfig, cutouts: MaskCutouts | None =
     return {k: np.concatenate(v) for k, v in pool.items()}
 
 
+def cached_pool(out: Path, build, cfg: OcclusionConfig) -> dict[str, np.ndarray]:
+    """``out/pool.npz`` if it was built with ``cfg``'s pool settings, else ``build()`` written there
+    (atomically) first."""
+    weights = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(Path(cfg.base_model).glob("*.safetensors"))}
+    key = json.dumps({"weights": weights, **{k: getattr(cfg, k) for k in POOL_KEYS}}, sort_keys=True)
+    path = out / "pool.npz"
+    if path.exists():
+        with np.load(path) as stored:
+            if str(stored["key"]) == key:
+                log.info("pool: read from %s", path)
+                return {k: stored[k] for k in stored.files if k != "key"}
+        log.info("pool: %s was built with other settings; building it again", path)
+    pool = build()
+    tmp = out / ".pool.npz"
+    np.savez(tmp, key=np.array(key), **pool)
+    tmp.replace(path)
+    return pool
+
+
+def validation_figures(cfg: OcclusionConfig) -> list[str]:
+    """The names :func:`validate` gives this run's figures."""
+    groups = ["seen"] + ["held_out"] * (set(VAL_KINDS) > set(cfg.mask_types)) + ["real_cutouts"] * bool(cfg.val_cutouts)
+    return [f"val/{g}/{k}" for g in groups for k in ("iou", "missed", "extra", "psnr", "ssim", "boundary")]
+
+
+def better(metric: str, new: float, old: float | None) -> bool:
+    """Is ``new`` a better value of validation figure ``metric`` than ``old`` (None: none yet)?"""
+    if old is None:
+        return True
+    return new < old if metric.rsplit("/", 1)[-1] in LOWER_IS_BETTER else new > old
+
+
 def pool_batch(pool: dict[str, np.ndarray], keys: list[int], size: int) -> dict[str, torch.Tensor]:
     """The pool's rows ``keys`` (modulo its size), each mirrored or not by its key: masked faces,
     true regions ``[B, 1, S, S]`` and coarse logits upsampled to them."""
@@ -151,7 +201,8 @@ def losses(model, batch: dict[str, torch.Tensor], cfg: OcclusionConfig) -> tuple
     total = (p + target).sum((1, 2, 3))
     has_mask = target.sum((1, 2, 3)) > 0
     dice = (1 - (2 * overlap + 1) / (total + 1))[has_mask].mean() if has_mask.any() else logits.sum() * 0
-    parts = {"bce": F.binary_cross_entropy_with_logits(logits, target), "dice": dice}
+    bce = F.binary_cross_entropy_with_logits(logits, target, pos_weight=torch.tensor(cfg.bce_pos_weight))
+    parts = {"bce": bce, "dice": dice}
     return cfg.bce * parts["bce"] + cfg.dice * parts["dice"], {k: float(v.detach()) for k, v in parts.items()}
 
 
@@ -194,10 +245,13 @@ def with_cutouts(faces, masks: MaskedCopies, path: str) -> MaskedCopies:
 
 def main() -> None:
     cfg, out = start_run(__doc__, OcclusionConfig, "occlusion_config.json")
+    if cfg.best_metric not in validation_figures(cfg):
+        raise SystemExit(f"error: best_metric {cfg.best_metric!r} is none of this run's validation figures: "
+                         f"{', '.join(validation_figures(cfg))}")
 
     faces, val_faces, counts = training_faces(cfg)
     log.info("faces: %s", counts)
-    val_masks = render_test_masks(val_faces, MASK_SEED, ("surgical", "n95", "cloth"))
+    val_masks = render_test_masks(val_faces, MASK_SEED, VAL_KINDS)
     if cfg.val_cutouts:
         val_masks = with_cutouts(val_faces, val_masks, cfg.val_cutouts)
         val_faces = mix([dataclasses.replace(val_faces, masked=None)] * 2)
@@ -205,7 +259,8 @@ def main() -> None:
     model, meer_cfg = refined_model(cfg)
     refiner = model.occlusion_refiner
     try:
-        pool = build_pool(model, faces, cfg, MaskCutouts.load(cfg.real_masks) if cfg.real_masks else None)
+        cutouts = MaskCutouts.load(cfg.real_masks) if cfg.real_masks else None
+        pool = cached_pool(out, lambda: build_pool(model, faces, cfg, cutouts), cfg)
     except (ValueError, OSError) as err:
         raise SystemExit(f"error: {err}") from None
     log.info("pool: %d masked faces, %d bare", len(pool["masked"]), int((pool["occlusion"].max((1, 2)) == 0).sum()))
@@ -236,11 +291,11 @@ def main() -> None:
             metrics = {"step": done, **validate(model, val_faces, val_masks, cfg.mask_types),
                        "train/loss": float(total.detach()), "images_per_s": seen_images / (time.time() - t0)}
             append_metrics(out, metrics)
-            improved = metrics["val/seen/iou"] > best.get("val/seen/iou", -1.0)
+            improved = better(cfg.best_metric, metrics[cfg.best_metric], best.get(cfg.best_metric))
             if improved:
                 best = metrics
             path = save_step(out, model, meer_cfg, optimizer, done, best,
-                             {"stage": "occlusion-refiner", "occlusion": dataclasses.asdict(cfg)})
+                             {"stage": "occlusion-refiner", "occlusion": dataclasses.asdict(cfg)}, cfg.keep_steps)
             if improved:
                 keep_best(out, path)
 

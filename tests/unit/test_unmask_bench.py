@@ -239,6 +239,44 @@ def test_the_occlusion_pool_can_paste_real_masks_with_their_exact_region():
     assert not (drawn["occlusion"] == (alpha[0] >= 128)).all(axis=(1, 2)).any()
 
 
+def test_the_occlusion_pool_is_kept_in_the_run_folder_and_built_again_only_for_other_settings(tmp_path):
+    import train_occlusion
+
+    base = tmp_path / "model"
+    base.mkdir()
+    (base / "model.safetensors").write_bytes(b"weights")
+    cfg = train_occlusion.OcclusionConfig(base_model=str(base))
+    builds = []
+
+    def build():
+        builds.append(1)
+        return {"masked": np.full((2, 4, 4, 3), len(builds), np.uint8), "coarse": np.zeros((2, 1, 1), np.float16)}
+
+    first = train_occlusion.cached_pool(tmp_path, build, cfg)
+    again = train_occlusion.cached_pool(tmp_path, build, cfg)  # a resumed run: read back, not built
+    assert len(builds) == 1 and set(again) == {"masked", "coarse"} and (again["masked"] == first["masked"]).all()
+    other = train_occlusion.cached_pool(tmp_path, build, dataclasses.replace(cfg, real_mask_share=0.5))
+    assert len(builds) == 2 and (other["masked"] == 2).all()
+    (base / "model.safetensors").write_bytes(b"other weights")  # the frozen model's coarse maps change
+    train_occlusion.cached_pool(tmp_path, build, dataclasses.replace(cfg, real_mask_share=0.5))
+    assert len(builds) == 3 and not (tmp_path / ".pool.npz").exists()
+
+
+def test_the_refiners_best_step_follows_the_chosen_figure_in_its_direction():
+    import train_occlusion
+
+    assert train_occlusion.better("val/seen/iou", 0.9, None) and train_occlusion.better("val/seen/iou", 0.9, 0.8)
+    assert not train_occlusion.better("val/seen/iou", 0.8, 0.9)
+    assert train_occlusion.better("val/real_cutouts/boundary", 0.5, 0.6)
+    assert not train_occlusion.better("val/real_cutouts/boundary", 0.6, 0.5)
+    assert not train_occlusion.better("val/seen/missed", 0.02, 0.01)
+    cfg = train_occlusion.OcclusionConfig()
+    assert "val/seen/iou" in train_occlusion.validation_figures(cfg)
+    assert not any("real_cutouts" in k or "held_out" in k for k in train_occlusion.validation_figures(cfg))
+    figures = train_occlusion.validation_figures(dataclasses.replace(cfg, mask_types=["surgical"], val_cutouts="c"))
+    assert {"val/held_out/ssim", "val/real_cutouts/boundary"} <= set(figures)
+
+
 def test_the_occlusion_losses_score_dice_on_masked_faces_only():
     import train_occlusion
 
@@ -260,6 +298,11 @@ def test_the_occlusion_losses_score_dice_on_masked_faces_only():
     bce = torch.nn.functional.binary_cross_entropy_with_logits(coarse, target)
     assert parts["bce"] == pytest.approx(float(bce), rel=1e-5)
     assert float(total) == pytest.approx(parts["bce"] + 0.5 * parts["dice"], rel=1e-5)
+    # a weight on the mask pixels: the mask pixels' terms of the BCE count twice, the face pixels' once
+    _, weighted = train_occlusion.losses(model, {"masked": torch.zeros(2, 3, 4, 4), "occlusion": target,
+                                                 "coarse": coarse}, dataclasses.replace(cfg, bce_pos_weight=2.0))
+    per_pixel = torch.nn.functional.binary_cross_entropy_with_logits(coarse, target, reduction="none")
+    assert weighted["bce"] == pytest.approx(float((per_pixel * (1 + target)).mean()), rel=1e-5)
 
 
 def test_the_pretraining_can_feed_its_generator_the_refined_occlusion_and_records_it():
