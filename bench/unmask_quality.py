@@ -112,6 +112,8 @@ def main() -> None:
                         help="a checkpoint, run or release folder (repeatable); label with NAME=PATH")
     parser.add_argument("--blend", action="append", default=[], metavar="DILATE,FEATHER",
                         help="composite each model with this growth and feather (px; repeatable); default: its own")
+    parser.add_argument("--threshold", action="append", type=float, default=[], metavar="T",
+                        help="composite where the predicted occlusion is above T (repeatable); default: the model's own")
     parser.add_argument("--flip", action="store_true",
                         help="also score each model with the mirrored restoration averaged in (MEER.unmask flip)")
     parser.add_argument("--blurred-truth", action="append", type=float, default=[], metavar="SIGMA",
@@ -139,6 +141,8 @@ def main() -> None:
         parser.error("--blend takes two whole numbers, DILATE,FEATHER")
     if any(len(b) != 2 or min(b) < 0 for b in blends):
         parser.error("--blend takes two whole numbers >= 0, DILATE,FEATHER")
+    if any(not 0 < t < 1 for t in args.threshold):
+        parser.error("--threshold takes numbers between 0 and 1")
     try:
         telea_grows = [int(g) for g in args.telea_predicted.split(",")] if args.telea_predicted else []
     except ValueError:
@@ -199,9 +203,12 @@ def main() -> None:
     for spec in args.model:
         label, _, path = spec.rpartition("=")
         model, _, _ = load_model(path)
-        for blend_index, blend in enumerate(blends or [(model.blend_dilate, model.blend_feather)]):
-            model.blend_dilate, model.blend_feather = blend
-            name = (label or path) + (f" (grow {blend[0]}, feather {blend[1]})" if blends else "")
+        variants = [(blend, threshold) for threshold in args.threshold or [model.occlusion_threshold]
+                    for blend in blends or [(model.blend_dilate, model.blend_feather)]]
+        for blend_index, (blend, threshold) in enumerate(variants):
+            (model.blend_dilate, model.blend_feather), model.occlusion_threshold = blend, threshold
+            name = ((label or path) + (f" (grow {blend[0]}, feather {blend[1]})" if blends else "")
+                    + (f" (threshold {threshold:g})" if args.threshold else ""))
             for flip in (False, True) if args.flip else (False,):
                 t0 = time.time()
                 restorations = unmask_images(model, masked.images, 64, flip=flip)
