@@ -106,9 +106,11 @@ class OcclusionConfig:
     seed: int = 0
     threads: int = 2
 
-# what the pool is made of, with the base model's weights: a pool.npz built otherwise is built again
+# what the pool is made of, with the frozen model's weights but NOT_IN_POOL's: a pool.npz built otherwise
+# is built again
 POOL_KEYS = ("base_model", "lfw_cache", "pairs", "rmfrd_cache", "synthetic_faces", "mask_types", "mask_prob",
              "passes", "real_masks", "real_mask_share", "seed")
+NOT_IN_POOL = ("occlusion_refiner.", "generator.")
 LOWER_IS_BETTER = ("missed", "extra", "boundary")
 VAL_KINDS = ("surgical", "n95", "cloth")  # the validation faces wear each of these
 
@@ -148,11 +150,21 @@ def build_pool(model, faces, cfg: OcclusionConfig, cutouts: MaskCutouts | None =
     return {k: np.concatenate(v) for k, v in pool.items()}
 
 
-def cached_pool(out: Path, build, cfg: OcclusionConfig) -> dict[str, np.ndarray]:
-    """``out/pool.npz`` if it was built with ``cfg``'s pool settings, else ``build()`` written there
-    (atomically) first."""
-    weights = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(Path(cfg.base_model).glob("*.safetensors"))}
-    key = json.dumps({"weights": weights, **{k: getattr(cfg, k) for k in POOL_KEYS}}, sort_keys=True)
+def coarse_map_digest(model) -> str:
+    """sha256 of the weights the pool's coarse maps come from: all of ``model``'s but the refiner's
+    and the generator's, which the pool does not read."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        if not name.startswith(NOT_IN_POOL):
+            digest.update(name.encode())
+            digest.update(tensor.detach().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cached_pool(out: Path, build, cfg: OcclusionConfig, model) -> dict[str, np.ndarray]:
+    """``out/pool.npz`` if it was built with ``cfg``'s pool settings and ``model``'s coarse maps, else
+    ``build()`` written there (atomically) first."""
+    key = json.dumps({"weights": coarse_map_digest(model), **{k: getattr(cfg, k) for k in POOL_KEYS}}, sort_keys=True)
     path = out / "pool.npz"
     if path.exists():
         with np.load(path) as stored:
@@ -260,7 +272,7 @@ def main() -> None:
     refiner = model.occlusion_refiner
     try:
         cutouts = MaskCutouts.load(cfg.real_masks) if cfg.real_masks else None
-        pool = cached_pool(out, lambda: build_pool(model, faces, cfg, cutouts), cfg)
+        pool = cached_pool(out, lambda: build_pool(model, faces, cfg, cutouts), cfg, model)
     except (ValueError, OSError) as err:
         raise SystemExit(f"error: {err}") from None
     log.info("pool: %d masked faces, %d bare", len(pool["masked"]), int((pool["occlusion"].max((1, 2)) == 0).sum()))

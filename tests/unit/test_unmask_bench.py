@@ -242,23 +242,28 @@ def test_the_occlusion_pool_can_paste_real_masks_with_their_exact_region():
 def test_the_occlusion_pool_is_kept_in_the_run_folder_and_built_again_only_for_other_settings(tmp_path):
     import train_occlusion
 
-    base = tmp_path / "model"
-    base.mkdir()
-    (base / "model.safetensors").write_bytes(b"weights")
-    cfg = train_occlusion.OcclusionConfig(base_model=str(base))
+    model = torch.nn.Module()  # the frozen model: a recogniser part, a refiner and a generator
+    model.backbone, model.occlusion_refiner, model.generator = (torch.nn.Linear(2, 2) for _ in range(3))
+    cfg = train_occlusion.OcclusionConfig()
     builds = []
 
     def build():
         builds.append(1)
         return {"masked": np.full((2, 4, 4, 3), len(builds), np.uint8), "coarse": np.zeros((2, 1, 1), np.float16)}
 
-    first = train_occlusion.cached_pool(tmp_path, build, cfg)
-    again = train_occlusion.cached_pool(tmp_path, build, cfg)  # a resumed run: read back, not built
+    first = train_occlusion.cached_pool(tmp_path, build, cfg, model)
+    again = train_occlusion.cached_pool(tmp_path, build, cfg, model)  # a resumed run: read back, not built
     assert len(builds) == 1 and set(again) == {"masked", "coarse"} and (again["masked"] == first["masked"]).all()
-    other = train_occlusion.cached_pool(tmp_path, build, dataclasses.replace(cfg, real_mask_share=0.5))
+    other = train_occlusion.cached_pool(tmp_path, build, dataclasses.replace(cfg, real_mask_share=0.5), model)
     assert len(builds) == 2 and (other["masked"] == 2).all()
-    (base / "model.safetensors").write_bytes(b"other weights")  # the frozen model's coarse maps change
-    train_occlusion.cached_pool(tmp_path, build, dataclasses.replace(cfg, real_mask_share=0.5))
+    with torch.no_grad():  # a new refiner or generator leaves the coarse maps as they were
+        model.occlusion_refiner.weight.add_(1.0)
+        model.generator.bias.add_(1.0)
+    train_occlusion.cached_pool(tmp_path, build, dataclasses.replace(cfg, real_mask_share=0.5), model)
+    assert len(builds) == 2
+    with torch.no_grad():  # the frozen model's coarse maps change
+        model.backbone.weight.add_(1.0)
+    train_occlusion.cached_pool(tmp_path, build, dataclasses.replace(cfg, real_mask_share=0.5), model)
     assert len(builds) == 3 and not (tmp_path / ".pool.npz").exists()
 
 
