@@ -116,6 +116,7 @@ class PretrainConfig:
     # of the masked faces wears one of them instead of a drawn mask. "" for none
     real_masks: str = ""
     real_mask_share: float = 0.0
+    real_mask_augment: bool = False  # turn, scale, shift and recolour each pasted cut-out (MaskCutouts.augment)
     steps: int = 20000
     batch_size: int = 16
     lr: float = 1e-3
@@ -470,7 +471,7 @@ def main() -> None:
     generator.train()
 
     try:
-        cutouts = MaskCutouts.load(cfg.real_masks) if cfg.real_masks else None
+        cutouts = MaskCutouts.load(cfg.real_masks, cfg.real_mask_augment) if cfg.real_masks else None
         dataset = MaskedFaces(faces, mask_renderer(cfg.mask_types), cfg.mask_prob, hflip=True, seed=cfg.seed,
                               cutouts=cutouts, cutout_share=cfg.real_mask_share)
     except (ValueError, OSError) as err:

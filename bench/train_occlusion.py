@@ -97,6 +97,7 @@ class OcclusionConfig:
     # masked faces wears one instead of a drawn mask (its region is the cut-out's, exactly); "" for none
     real_masks: str = ""
     real_mask_share: float = 0.0
+    real_mask_augment: bool = False  # turn, scale, shift and recolour each pasted cut-out (MaskCutouts.augment)
     eval_every: int = 250
     # the validation figure that picks checkpoints/best (a key of metrics.jsonl); lower is better
     # for the shares missed / extra and the boundary excess, higher for the rest
@@ -109,7 +110,7 @@ class OcclusionConfig:
 # what the pool is made of, with the frozen model's weights but NOT_IN_POOL's: a pool.npz built otherwise
 # is built again
 POOL_KEYS = ("base_model", "lfw_cache", "pairs", "rmfrd_cache", "synthetic_faces", "mask_types", "mask_prob",
-             "passes", "real_masks", "real_mask_share", "seed")
+             "passes", "real_masks", "real_mask_share", "real_mask_augment", "seed")
 NOT_IN_POOL = ("occlusion_refiner.", "generator.")
 LOWER_IS_BETTER = ("missed", "extra", "boundary")
 VAL_KINDS = ("surgical", "n95", "cloth")  # the validation faces wear each of these
@@ -271,7 +272,7 @@ def main() -> None:
     model, meer_cfg = refined_model(cfg)
     refiner = model.occlusion_refiner
     try:
-        cutouts = MaskCutouts.load(cfg.real_masks) if cfg.real_masks else None
+        cutouts = MaskCutouts.load(cfg.real_masks, cfg.real_mask_augment) if cfg.real_masks else None
         pool = cached_pool(out, lambda: build_pool(model, faces, cfg, cutouts), cfg, model)
     except (ValueError, OSError) as err:
         raise SystemExit(f"error: {err}") from None

@@ -160,6 +160,7 @@ class DataConfig:
     # wears one of them (mask class "real", needs model.num_mask_types 5) instead of a drawn mask
     real_masks: str = ""
     real_mask_share: float = 0.5
+    real_mask_augment: bool = False  # turn, scale, shift and recolour each pasted cut-out
     hflip: bool = True
     batch_size: int = 128  # per process
     workers: int = 2

@@ -1,5 +1,8 @@
 """Real masks cut out of masked photos and pasted on other faces (meer.data.cutouts)."""
 
+import dataclasses
+
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -78,10 +81,30 @@ def test_paste_covers_exactly_the_cut_and_leaves_the_face():
     assert small.shape == (24, 24, 3) and occlusion.sum() == pytest.approx(100, abs=12)
 
 
+def test_augmented_paste_moves_and_recolours_the_mask_and_its_region_alike():
+    face = np.full((S, S, 3), 90, np.uint8)
+    plain = cutouts()
+    moved = dataclasses.replace(plain, augment=True)
+    regions, hues = set(), set()
+    for seed in range(12):
+        masked, occlusion = moved.paste(face, np.random.default_rng(seed))
+        covered = occlusion.astype(bool)
+        assert 0.81 * 400 * 0.9 <= covered.sum() <= 1.21 * 400 * 1.1  # scaled by 0.9-1.1 at most
+        changed = (masked != 90).any(axis=-1)
+        assert np.array_equal(changed, covered)  # nothing tinted outside the region
+        regions.add(covered.tobytes())
+        hue = cv2.cvtColor(masked[covered][None], cv2.COLOR_RGB2HSV)[0, :, 0]
+        hues.add(int(np.median(hue)) // 10)
+    assert len(regions) == 12 and len(hues) >= 4  # turned, scaled, shifted; of other colours
+    rng = np.random.default_rng(3)
+    assert np.array_equal(plain.paste(face, rng)[1], cutouts().paste(face, np.random.default_rng(3))[1])
+
+
 def test_cutouts_round_trip_and_refuse_other_files(tmp_path):
     path = cutouts().save(tmp_path / "c.safetensors")
     back = MaskCutouts.load(path)
     assert np.array_equal(back.images, cutouts().images) and np.array_equal(back.alpha, cutouts().alpha)
+    assert not back.augment and MaskCutouts.load(path, augment=True).augment
     from safetensors.numpy import save_file
 
     save_file({"images": back.images}, str(tmp_path / "other.safetensors"))

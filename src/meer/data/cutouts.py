@@ -27,12 +27,16 @@ import numpy as np
 from meer.io import atomic_write
 
 MIN_AREA, MAX_AREA = 0.1, 0.7  # share of the crop a usable cut-out covers
+# how far ``augment`` moves a pasted cut-out: degrees turned, share scaled, share of the crop
+# shifted, hue turned (OpenCV units, 180 a full turn), saturation scaled
+MAX_TURN, MAX_SCALE, MAX_SHIFT, MAX_HUE, MAX_SATURATION = 10.0, 0.1, 0.03, 30, 0.3
 
 
 @dataclass
 class MaskCutouts:
     images: np.ndarray  # uint8 [N, S, S, 3]: the masked photos (aligned crops)
     alpha: np.ndarray  # uint8 [N, S, S]: 255 where the mask is, feathered at its edge
+    augment: bool = False  # paste() also turns, scales, shifts and recolours each cut-out (training)
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4 or self.alpha.shape != self.images.shape[:3] or not len(self.images):
@@ -44,8 +48,9 @@ class MaskCutouts:
 
     def paste(self, image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """One randomly drawn cut-out (mirrored half the time, its brightness scaled by
-        0.75-1.25 so that it does not bring its own photo's exposure) over an aligned face of the
-        same framing. Returns (masked uint8 [S, S, 3], occlusion uint8 [S, S], 1 = covered)."""
+        0.75-1.25 so that it does not bring its own photo's exposure; with ``augment``, also
+        :func:`jitter`-ed) over an aligned face of the same framing. Returns (masked uint8
+        [S, S, 3], occlusion uint8 [S, S], 1 = covered)."""
         i = int(rng.integers(len(self)))
         cut, alpha = self.images[i], self.alpha[i]
         if rng.random() < 0.5:
@@ -54,6 +59,8 @@ class MaskCutouts:
         if cut.shape[:2] != size:
             cut = cv2.resize(np.ascontiguousarray(cut), size[::-1], interpolation=cv2.INTER_AREA)
             alpha = cv2.resize(np.ascontiguousarray(alpha), size[::-1], interpolation=cv2.INTER_LINEAR)
+        if self.augment:
+            cut, alpha = jitter(cut, alpha, rng)
         weight = alpha[..., None].astype(np.float32) / 255
         colour = cut.astype(np.float32) * rng.uniform(0.75, 1.25)
         masked = weight * colour + (1 - weight) * image.astype(np.float32)
@@ -66,7 +73,7 @@ class MaskCutouts:
         return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"format": "meer-cutouts-1"}))
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> MaskCutouts:
+    def load(cls, path: str | os.PathLike, augment: bool = False) -> MaskCutouts:
         from safetensors import safe_open
         from safetensors.numpy import load_file
 
@@ -81,7 +88,28 @@ class MaskCutouts:
         if not written_by_meer:
             raise ValueError(f"{path} is not a file of mask cut-outs written by meer (`meer cutouts`)")
         tensors = load_file(str(path))
-        return cls(tensors["images"], tensors["alpha"])
+        return cls(tensors["images"], tensors["alpha"], augment)
+
+
+def jitter(cut: np.ndarray, alpha: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A cut-out (uint8 [S, S, 3] and its alpha [S, S]) worn at another angle, size, place and
+    colour: turned and scaled about the mask's centre, shifted, its hue turned and its saturation
+    scaled, each by a random amount up to the ``MAX_*`` above. The few real masks a collection
+    has (165 in rmfrd-train's fit people) then come in more shapes and colours than it holds."""
+    s = alpha.shape[0]
+    ys, xs = np.nonzero(alpha)
+    centre = (float(xs.mean()), float(ys.mean())) if len(xs) else (s / 2, s / 2)
+    matrix = cv2.getRotationMatrix2D(centre, rng.uniform(-MAX_TURN, MAX_TURN), 1 + rng.uniform(-MAX_SCALE, MAX_SCALE))
+    matrix[:, 2] += rng.uniform(-MAX_SHIFT, MAX_SHIFT, 2) * s
+    cut = cv2.warpAffine(np.ascontiguousarray(cut), matrix, (s, s), flags=cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_REPLICATE)
+    alpha = cv2.warpAffine(np.ascontiguousarray(alpha), matrix, (s, s), flags=cv2.INTER_LINEAR, borderValue=0)
+    alpha[alpha < 128] = 0  # the cut stays feathered inwards only: no tint outside the region it marks
+    hsv = cv2.cvtColor(cut, cv2.COLOR_RGB2HSV).astype(np.float32)
+    hsv[..., 0] = (hsv[..., 0] + rng.integers(-MAX_HUE, MAX_HUE + 1)) % 180
+    hsv[..., 1] *= rng.uniform(1 - MAX_SATURATION, 1 + MAX_SATURATION)
+    cut = cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2RGB)
+    return cut, alpha
 
 
 def mask_region(probability: np.ndarray, image: np.ndarray, threshold: float = 0.5, feather: float = 1.0) -> np.ndarray | None:

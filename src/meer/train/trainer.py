@@ -242,7 +242,7 @@ class Trainer:
         self.num_classes = self.faces.num_identities
         self.probabilities = sampling_probabilities(self.faces, cfg)
         real = self.faces.real_masked
-        cutouts = MaskCutouts.load(cfg.data.real_masks) if cfg.data.real_masks else None
+        cutouts = MaskCutouts.load(cfg.data.real_masks, cfg.data.real_mask_augment) if cfg.data.real_masks else None
         real_class = (f"the training data holds {int(real.sum())} photos of real masks" if real.any()
                       else 'data.real_masks pastes masks of class "real"' if cutouts is not None else "")
         classifies = cfg.loss.mask > 0 or cfg.loss.dec > 0
