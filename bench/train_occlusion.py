@@ -13,7 +13,8 @@ follows the refined one.
 It learns on the generator pre-training's faces (``bench/pretrain_generator.py``: LFW outside
 the test folds and the validation identities, rmfrd-train's unmasked photos, meer's synthetic
 faces) with meer's masks of the kinds in ``mask_types`` (and, with ``real_masks``, a share of
-real masks cut out of photos by ``meer cutouts``), some faces left bare: binary
+real masks cut out of photos by ``meer cutouts``, turned, moved and recoloured with
+``real_mask_augment``), some faces left bare: binary
 cross-entropy and soft Dice against the rendered region. The frozen recogniser is what costs
 (~35 img/s on two cores), so each face is masked ``passes`` times up front and its coarse map
 computed once; training then runs on that pool, each copy mirrored on every other pass over it. Every ``eval_every`` steps it is
