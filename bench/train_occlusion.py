@@ -62,6 +62,7 @@ from meer.data.masks import MASK_TYPES, REAL_MASK
 from meer.eval.masked_copies import MaskedCopies, render_test_masks
 from meer.eval.synthesis import boundary_excess, region_psnr, region_ssim
 from meer.inference.checkpoint import load_model
+from meer.io import atomic_write
 from meer.models.occlusion import OcclusionRefiner
 
 log = logging.getLogger("train_occlusion")
@@ -175,9 +176,12 @@ def cached_pool(out: Path, build, cfg: OcclusionConfig, model) -> dict[str, np.n
                 return {k: stored[k] for k in stored.files if k != "key"}
         log.info("pool: %s was built with other settings; building it again", path)
     pool = build()
-    tmp = out / ".pool.npz"
-    np.savez(tmp, key=np.array(key), **pool)
-    tmp.replace(path)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file, not a name: np.savez would add ".npz" to the name
+            np.savez(f, key=np.array(key), **pool)
+
+    atomic_write(path, write)
     return pool
 
 

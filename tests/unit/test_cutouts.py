@@ -96,8 +96,10 @@ def test_augmented_paste_moves_and_recolours_the_mask_and_its_region_alike():
         hue = cv2.cvtColor(masked[covered][None], cv2.COLOR_RGB2HSV)[0, :, 0]
         hues.add(int(np.median(hue)) // 10)
     assert len(regions) == 12 and len(hues) >= 4  # turned, scaled, shifted; of other colours
-    rng = np.random.default_rng(3)
-    assert np.array_equal(plain.paste(face, rng)[1], cutouts().paste(face, np.random.default_rng(3))[1])
+    for seed in range(4):  # the same draw without augment: the cut exactly where its photo had it
+        still = plain.paste(face, np.random.default_rng(seed))[1].astype(bool)
+        assert still.sum() == 400 and still[28:, 10:30].all() != still[28:, 18:38].all()
+        assert not np.array_equal(still, moved.paste(face, np.random.default_rng(seed))[1].astype(bool))
 
 
 def test_cutouts_round_trip_and_refuse_other_files(tmp_path):
