@@ -25,6 +25,7 @@ def test_rank1_and_rank5_on_known_ranks():
     result = identify(probes, np.array([0, 1, 2]), gallery, labels)
     assert result.rank_accuracy == {1: pytest.approx(1 / 3), 5: pytest.approx(2 / 3)}
     np.testing.assert_allclose(result.cmc, [1 / 3, 1 / 3, 1 / 3, 1 / 3, 2 / 3, 1])
+    np.testing.assert_array_equal(result.probe_ranks, [1, 5, 6])
     assert (result.num_probes, result.num_gallery_identities, result.num_gallery_images) == (3, 6, 6)
 
 

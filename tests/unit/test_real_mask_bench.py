@@ -51,3 +51,28 @@ def test_cutouts_in_a_variant_name_the_file_written_on_first_use(tmp_path):
     filled = real_mask_training.with_cutouts(["teacher.pull=0", "data.real_masks={cutouts}"], write)
     assert filled == ["teacher.pull=0", f"data.real_masks={(tmp_path / 'cutouts.safetensors').resolve()}"]
     assert calls == [1]
+
+
+def test_the_curve_reuses_the_names_of_the_comparison_runs():
+    import real_mask_curve
+
+    name = real_mask_curve.system_name
+    assert name("cutouts only", 0, 63, 0) == "without real masks"
+    assert name("cutouts only", 63, 63, 0) == "with real masks, cutouts only"
+    assert name("cutouts only", 16, 63, 1) == "with real masks of 16 people, cutouts only, seed 1"
+
+
+def test_the_gain_interval_resamples_probes_in_pairs():
+    import numpy as np
+    import real_mask_curve
+
+    hits, misses = np.ones((2, 40), int), np.full((2, 40), 3)
+    assert real_mask_curve.gain_interval(hits, misses, seed=0) == (100.0, 100.0)
+    assert real_mask_curve.gain_interval(misses, misses, seed=0) == (0.0, 0.0)
+    # seed 0 gains 10 probes of 40 (+25 points), seed 1 loses 2 (-5): the mean gain is +10, and
+    # resampling the probes keeps the pairs, so the interval lies around it and inside the extremes
+    with_real, without = misses.copy(), misses.copy()
+    with_real[0, :10] = 1
+    without[1, :2] = 1
+    low, high = real_mask_curve.gain_interval(with_real, without, seed=0)
+    assert -5.0 < low < 10.0 < high < 25.0

@@ -34,6 +34,7 @@ class IdentificationResult:
     num_gallery_images: int
     aggregate: str
     cmc: np.ndarray = field(repr=False)  # float [num_gallery_identities]
+    probe_ranks: np.ndarray = field(repr=False)  # int [num_probes]: each probe's rank, 1 = top
 
     def to_dict(self, cmc: bool = False) -> dict[str, Any]:
         """Plain Python types for JSON; the CMC curve only with ``cmc=True``."""
@@ -136,6 +137,7 @@ def identify(
         num_gallery_images=len(gallery_emb),
         aggregate=aggregate,
         cmc=cmc,
+        probe_ranks=probe_ranks,
     )
 
 
