@@ -61,10 +61,16 @@ log = logging.getLogger("real_mask_curve")
 BOOTSTRAP = 10_000
 
 
-def system_name(variant: str, people: int, all_people: int, seed: int) -> str:
-    """The name ``real_mask_training.py`` gives the same system, so its runs are reused."""
+def counterpart_overrides(overrides: list[str]) -> list[str]:
+    """The variant's settings without what acts on real masked photos, as real_mask_training.py's."""
+    return [o for o in overrides if not o.startswith(("teacher.pull", "data.real_mask"))]
+
+
+def system_name(variant: str, overrides: list[str], people: int, all_people: int, seed: int) -> str:
+    """The name ``real_mask_training.py`` gives the same system, so its runs are reused (and a
+    counterpart trained with other settings is not)."""
     if people == 0:
-        name = "without real masks"
+        name = "without real masks" + (f" ({variant})" if counterpart_overrides(overrides) else "")
     elif people == all_people:
         name = f"with real masks, {variant}"
     else:
@@ -134,14 +140,13 @@ def main() -> None:
 
     for seed in args.seeds:
         for people in counts:
-            name = system_name(variant, people, all_people, seed)
+            name = system_name(variant, overrides, people, all_people, seed)
             learned = np.isin(real_fit.labels, order[:people])
             real = real_fit.subset(np.flatnonzero(~real_fit.real_masked | learned))
             faces = mix([lfw_train, real])
             keep = np.r_[np.ones(len(lfw_train), bool), ~real_fit.real_masked | learned]
             if people == 0:
-                system_overrides = [o for o in overrides if not o.startswith(("teacher.pull", "data.real_mask"))]
-                system_overrides.append("model.num_mask_types=4")
+                system_overrides = [*counterpart_overrides(overrides), "model.num_mask_types=4"]
             else:
                 file = "cutouts_fit.safetensors" if people == all_people else f"cutouts_fit_{people}.safetensors"
                 system_overrides = list(with_cutouts(overrides, lambda file=file, real=real: cutout_file(out / file, real)))
@@ -158,25 +163,26 @@ def main() -> None:
             log.info("%s: rank-1 %.1f, rank-5 %.1f, TAR %.1f, MRR %.3f", name, *(entry["val"][k] for k in
                      ("rank1", "rank5", "tar_far_1e-2", "mrr")))
             atomic_write_text(results_path, json.dumps(results, indent=2) + "\n")
-    print_tables(results, variant, all_people, counts, args.seeds)
+    print_tables(results, variant, overrides, all_people, counts, args.seeds)
 
 
-def print_tables(results: dict[str, Any], variant: str, all_people: int, counts: list[int], seeds: list[int]) -> None:
+def print_tables(results: dict[str, Any], variant: str, overrides: list[str], all_people: int, counts: list[int],
+                 seeds: list[int]) -> None:
     systems = results["systems"]
     rows = [{"people": k, "seed": s, "photos": e["real_masked_photos"], **e["val"]}
-            for s in seeds for k in counts for e in [systems[system_name(variant, k, all_people, s)]]]
+            for s in seeds for k in counts for e in [systems[system_name(variant, overrides, k, all_people, s)]]]
     print(f"\nvalidation, {results['val_probes']} real masked probes of the rmfrd-train validation people, per model:")
     print(markdown_table(rows, [
         ("people", "people with real masks", "{}"), ("photos", "real masked photos", "{}"), ("seed", "train.seed", "{}"),
         ("rank1", "rank-1 %", "{:.1f}"), ("rank5", "rank-5 %", "{:.1f}"), ("tar_far_1e-2", "TAR@FAR=1e-2 %", "{:.1f}"),
         ("mrr", "MRR", "{:.3f}")]))
-    base = np.array([systems[system_name(variant, 0, all_people, s)]["val"]["probe_ranks"] for s in seeds])
+    base = np.array([systems[system_name(variant, overrides, 0, all_people, s)]["val"]["probe_ranks"] for s in seeds])
     curve = []
     for k in counts[1:]:
-        entries = [systems[system_name(variant, k, all_people, s)]["val"] for s in seeds]
+        entries = [systems[system_name(variant, overrides, k, all_people, s)]["val"] for s in seeds]
         ranks = np.array([e["probe_ranks"] for e in entries])
         low, high = gain_interval(ranks, base, seed=k)
-        gains = {m: np.mean([e[m] - systems[system_name(variant, 0, all_people, s)]["val"][m]
+        gains = {m: np.mean([e[m] - systems[system_name(variant, overrides, 0, all_people, s)]["val"][m]
                              for e, s in zip(entries, seeds, strict=True)]) for m in ("rank1", "rank5", "tar_far_1e-2", "mrr")}
         curve.append({"people": k, **gains, "interval": f"{low:+.1f} to {high:+.1f}"})
     print(f"\nmean gain over K = 0 at the same seed, over seeds {seeds}:")

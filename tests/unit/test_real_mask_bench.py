@@ -57,9 +57,15 @@ def test_the_curve_reuses_the_names_of_the_comparison_runs():
     import real_mask_curve
 
     name = real_mask_curve.system_name
-    assert name("cutouts only", 0, 63, 0) == "without real masks"
-    assert name("cutouts only", 63, 63, 0) == "with real masks, cutouts only"
-    assert name("cutouts only", 16, 63, 1) == "with real masks of 16 people, cutouts only, seed 1"
+    real_only = ["teacher.pull=0", "data.real_masks={cutouts}", "data.real_mask_share=1.0"]
+    assert name("cutouts only", real_only, 0, 63, 0) == "without real masks"
+    assert name("cutouts only", real_only, 63, 63, 0) == "with real masks, cutouts only"
+    assert name("cutouts only", real_only, 16, 63, 1) == "with real masks of 16 people, cutouts only, seed 1"
+    # a variant that also changes other settings has its own counterpart, as in real_mask_training.py,
+    # so the curve never resumes a counterpart trained with other settings
+    faster = [*real_only, "optim.lr=0.001"]
+    assert real_mask_curve.counterpart_overrides(faster) == ["optim.lr=0.001"]
+    assert name("fast", faster, 0, 63, 2) == "without real masks (fast), seed 2"
 
 
 def test_the_gain_interval_resamples_probes_in_pairs():
