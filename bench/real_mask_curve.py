@@ -38,6 +38,7 @@ import torch
 from lfw_benchmark import lfw_split, train_system
 from real_mask_training import (
     CONFIG,
+    counterpart_overrides,
     cutout_file,
     folder_name,
     identification_scores,
@@ -51,7 +52,6 @@ from real_mask_training import (
 
 from meer.data.cache import FaceCache
 from meer.data.faceset import mix
-from meer.eval.identification import identify
 from meer.eval.report import markdown_table
 from meer.inference.checkpoint import load_model
 from meer.io import atomic_write_text
@@ -59,11 +59,6 @@ from meer.io import atomic_write_text
 log = logging.getLogger("real_mask_curve")
 
 BOOTSTRAP = 10_000
-
-
-def counterpart_overrides(overrides: list[str]) -> list[str]:
-    """The variant's settings without what acts on real masked photos, as real_mask_training.py's."""
-    return [o for o in overrides if not o.startswith(("teacher.pull", "data.real_mask"))]
 
 
 def system_name(variant: str, overrides: list[str], people: int, all_people: int, seed: int) -> str:
@@ -76,13 +71,6 @@ def system_name(variant: str, overrides: list[str], people: int, all_people: int
     else:
         name = f"with real masks of {people} people, {variant}"
     return name if seed == 0 else f"{name}, seed {seed}"
-
-
-def validation_scores(model, faces) -> dict[str, Any]:
-    probes, probe_labels, gallery, gallery_labels = masked_gallery(model, faces)
-    ranks = identify(probes, probe_labels, gallery, gallery_labels, ranks=(1,)).probe_ranks
-    return {**identification_scores(probes, probe_labels, gallery, gallery_labels),
-            "mrr": float(np.mean(1.0 / ranks)), "probe_ranks": ranks.tolist()}
 
 
 def gain_interval(with_ranks: np.ndarray, without_ranks: np.ndarray, seed: int) -> tuple[float, float]:
@@ -141,10 +129,10 @@ def main() -> None:
     for seed in args.seeds:
         for people in counts:
             name = system_name(variant, overrides, people, all_people, seed)
-            learned = np.isin(real_fit.labels, order[:people])
-            real = real_fit.subset(np.flatnonzero(~real_fit.real_masked | learned))
+            rows = ~real_fit.real_masked | np.isin(real_fit.labels, order[:people])  # unmasked, or learned
+            real = real_fit.subset(np.flatnonzero(rows))
             faces = mix([lfw_train, real])
-            keep = np.r_[np.ones(len(lfw_train), bool), ~real_fit.real_masked | learned]
+            keep = np.r_[np.ones(len(lfw_train), bool), rows]
             if people == 0:
                 system_overrides = [*counterpart_overrides(overrides), "model.num_mask_types=4"]
             else:
@@ -159,7 +147,7 @@ def main() -> None:
             entry |= {"people": people, "seed": seed, "checkpoint": str(checkpoint), "train_minutes": seconds / 60,
                       "real_masked_photos": int(real.real_masked.sum()), "overrides": system_overrides}
             if "val" not in entry:
-                entry["val"] = validation_scores(load_model(checkpoint)[0], real_val)
+                entry["val"] = identification_scores(*masked_gallery(load_model(checkpoint)[0], real_val))
             log.info("%s: rank-1 %.1f, rank-5 %.1f, TAR %.1f, MRR %.3f", name, *(entry["val"][k] for k in
                      ("rank1", "rank5", "tar_far_1e-2", "mrr")))
             atomic_write_text(results_path, json.dumps(results, indent=2) + "\n")
@@ -176,14 +164,17 @@ def print_tables(results: dict[str, Any], variant: str, overrides: list[str], al
         ("people", "people with real masks", "{}"), ("photos", "real masked photos", "{}"), ("seed", "train.seed", "{}"),
         ("rank1", "rank-1 %", "{:.1f}"), ("rank5", "rank-5 %", "{:.1f}"), ("tar_far_1e-2", "TAR@FAR=1e-2 %", "{:.1f}"),
         ("mrr", "MRR", "{:.3f}")]))
-    base = np.array([systems[system_name(variant, overrides, 0, all_people, s)]["val"]["probe_ranks"] for s in seeds])
+    def scores(k: int) -> list[dict[str, Any]]:  # one per seed
+        return [systems[system_name(variant, overrides, k, all_people, s)]["val"] for s in seeds]
+
+    base = scores(0)
     curve = []
     for k in counts[1:]:
-        entries = [systems[system_name(variant, overrides, k, all_people, s)]["val"] for s in seeds]
-        ranks = np.array([e["probe_ranks"] for e in entries])
-        low, high = gain_interval(ranks, base, seed=k)
-        gains = {m: np.mean([e[m] - systems[system_name(variant, overrides, 0, all_people, s)]["val"][m]
-                             for e, s in zip(entries, seeds, strict=True)]) for m in ("rank1", "rank5", "tar_far_1e-2", "mrr")}
+        entries = scores(k)
+        low, high = gain_interval(np.array([e["probe_ranks"] for e in entries]),
+                                  np.array([b["probe_ranks"] for b in base]), seed=k)
+        gains = {m: np.mean([e[m] - b[m] for e, b in zip(entries, base, strict=True)])
+                 for m in ("rank1", "rank5", "tar_far_1e-2", "mrr")}
         curve.append({"people": k, **gains, "interval": f"{low:+.1f} to {high:+.1f}"})
     print(f"\nmean gain over K = 0 at the same seed, over seeds {seeds}:")
     print(markdown_table(curve, [

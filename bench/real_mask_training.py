@@ -93,8 +93,9 @@ def masked_gallery(model, faces: FaceSet) -> tuple[np.ndarray, np.ndarray, np.nd
     return emb[real], faces.labels[real], emb[~real], faces.labels[~real]
 
 
-def identification_scores(probes, probe_labels, gallery, gallery_labels) -> dict[str, float]:
-    """Rank-1 / rank-5 over identities and TAR at FAR 1e-2 over every probe-gallery image pair."""
+def identification_scores(probes, probe_labels, gallery, gallery_labels) -> dict[str, Any]:
+    """Rank-1 / rank-5 and the mean reciprocal rank over identities, each probe's rank (for paired
+    comparisons), and TAR at FAR 1e-2 over every probe-gallery image pair."""
     result = identify(probes, probe_labels, gallery, gallery_labels, ranks=(1, 5))
     p = probes / np.linalg.norm(probes, axis=1, keepdims=True)
     g = gallery / np.linalg.norm(gallery, axis=1, keepdims=True)
@@ -102,6 +103,7 @@ def identification_scores(probes, probe_labels, gallery, gallery_labels) -> dict
     same = (probe_labels[:, None] == gallery_labels[None, :]).ravel()
     fpr, tpr, _ = roc_curve(same, scores, drop_intermediate=False)
     return {"rank1": result.rank_accuracy[1] * 100, "rank5": result.rank_accuracy[5] * 100,
+            "mrr": float(np.mean(1.0 / result.probe_ranks)), "probe_ranks": result.probe_ranks.tolist(),
             "tar_far_1e-2": tar_at_far(fpr, tpr, 1e-2, int((~same).sum())) * 100,
             "probes": int(len(probes)), "gallery_identities": result.num_gallery_identities}
 
@@ -275,7 +277,7 @@ def main() -> None:
     # the same model without the real masked photos: the chosen variant's settings (the pull acts
     # on real masked photos only, so it is left out), four mask classes
     variant = chosen.removeprefix("with real masks, ")
-    shared = [o for o in variants[variant] if not o.startswith(("teacher.pull", "data.real_mask"))]
+    shared = counterpart_overrides(variants[variant])
     baseline = "without real masks" + (f" ({variant})" if shared else "")
     if not args.refit_all_people:  # otherwise the counterpart is trained on all people below
         train_and_validate(baseline, without_real, targets[clean_only], [*shared, "model.num_mask_types=4"])
@@ -365,6 +367,12 @@ def cutout_file(path: Path, faces: FaceSet) -> Path:
         cutouts.save(path)
         log.info("%s: %d masks cut out of %d real masked photos", path, len(cutouts), int(faces.real_masked.sum()))
     return path
+
+
+def counterpart_overrides(overrides: list[str]) -> list[str]:
+    """A variant's settings without those that act on real masked photos (the pull, the pasted
+    real masks): what its counterpart without real masks is trained with."""
+    return [o for o in overrides if not o.startswith(("teacher.pull", "data.real_mask"))]
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:

@@ -64,7 +64,7 @@ def test_the_curve_reuses_the_names_of_the_comparison_runs():
     # a variant that also changes other settings has its own counterpart, as in real_mask_training.py,
     # so the curve never resumes a counterpart trained with other settings
     faster = [*real_only, "optim.lr=0.001"]
-    assert real_mask_curve.counterpart_overrides(faster) == ["optim.lr=0.001"]
+    assert real_mask_training.counterpart_overrides(faster) == ["optim.lr=0.001"]
     assert name("fast", faster, 0, 63, 2) == "without real masks (fast), seed 2"
 
 
